@@ -1,0 +1,94 @@
+"""Small ONNX helpers shared by the stages: loading with clear errors, metadata, ORT sessions."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import UsageError
+
+if TYPE_CHECKING:
+    import onnx
+    import onnxruntime as ort
+
+# onnxruntime 1.2x/1.3x read IR <= 13 while onnx 1.23 writes 14 by default.
+MAX_IR_VERSION = 10
+
+
+def load(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{p} not found; check the path")
+    try:
+        return onnx.load(str(p))
+    except Exception as exc:  # noqa: BLE001 - protobuf raises its own DecodeError family
+        raise UsageError(f"{p} is not a readable ONNX model ({type(exc).__name__}); re-export it") from None
+
+
+def metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def set_metadata(model: onnx.ModelProto, props: Mapping[str, str]) -> None:
+    """Set (overwrite) keys, keeping the others, in a stable sorted order."""
+    merged = metadata(model)
+    merged.update({k: str(v) for k, v in props.items()})
+    del model.metadata_props[:]
+    for k in sorted(merged):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, merged[k]
+
+
+def meta_json(model: onnx.ModelProto, key: str, default: Any = None) -> Any:
+    value = metadata(model).get(key)
+    return default if value is None else json.loads(value)
+
+
+def cap_ir_version(model: onnx.ModelProto) -> None:
+    if model.ir_version > MAX_IR_VERSION:
+        model.ir_version = MAX_IR_VERSION
+
+
+def serialize(model: onnx.ModelProto) -> bytes:
+    cap_ir_version(model)
+    return model.SerializeToString(deterministic=True)
+
+
+def session(
+    model: onnx.ModelProto | bytes | str | os.PathLike[str],
+    *,
+    threads: int | None = None,
+    providers: list[Any] | None = None,
+    optimization: str = "all",
+) -> ort.InferenceSession:
+    """An ONNX Runtime session (CPU by default); ``threads`` sets the intra-op pool size."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }[optimization]
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    src: Any = model
+    if hasattr(model, "SerializeToString"):
+        src = serialize(model)  # type: ignore[arg-type]
+    elif isinstance(model, (str, os.PathLike)):
+        src = str(model)
+    return ort.InferenceSession(src, opts, providers=providers or ["CPUExecutionProvider"])
+
+
+def count_ops(model: onnx.ModelProto) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts

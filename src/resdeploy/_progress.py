@@ -1,0 +1,27 @@
+"""Progress reporting hook: silent in the library, a tqdm bar once the CLI enables it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_enabled = False
+
+
+def enable(flag: bool = True) -> None:
+    """Called by the CLI only; libraries never draw on the terminal by themselves."""
+    global _enabled
+    _enabled = flag
+
+
+def track(iterable: Iterable[T], *, total: int | None = None, desc: str = "", unit: str = "it") -> Iterator[T]:
+    if not _enabled:
+        yield from iterable
+        return
+    from tqdm.auto import tqdm
+
+    # disable=None: no bar when stderr is not a terminal (CI logs stay readable).
+    with tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True, disable=None) as bar:
+        yield from bar

@@ -1,0 +1,190 @@
+"""The ``resdeploy`` command line. The only place that prints, draws progress bars and
+configures logging; every failure becomes one ``error: ...`` line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from typing import Any, NoReturn
+
+from . import __version__
+from .errors import ResdeployError, UsageError
+
+log = logging.getLogger("resdeploy")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the contract's one-line error and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {message}; see `{self.prog} --help`\n")
+        raise SystemExit(2)
+
+
+def _default(cls: type, name: str) -> Any:
+    """A dataclass field's default, so CLI help cannot drift from the library."""
+    for f in fields(cls):
+        if f.name == name:
+            return f.default
+    raise KeyError(name)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _batch_spec(text: str) -> int | None:
+    if text == "dynamic":
+        return None
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use 'dynamic' or a positive integer") from None
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", help="torchvision weights enum name (e.g. IMAGENET1K_V2) or a state_dict .pth path")
+    p.add_argument("--num-classes", type=_positive_int, help="classifier width (default: from the weights, else 1000)")
+    p.add_argument("--input-size", type=_positive_int, help="square input side in pixels (default: from the model)")
+    p.add_argument("--mean", help="normalisation mean R,G,B (default: from the model, ImageNet for builders)")
+    p.add_argument("--std", help="normalisation std R,G,B (default: from the model)")
+
+
+def _model_spec(args: argparse.Namespace, spec: str | None = None) -> Any:
+    from .models import ModelSpec
+    from .preprocess import parse_triplet
+
+    return ModelSpec(
+        spec=spec or args.model,
+        weights=args.weights,
+        num_classes=args.num_classes,
+        input_size=args.input_size,
+        mean=parse_triplet(args.mean, "mean") if args.mean else None,
+        std=parse_triplet(args.std, "std") if args.std else None,
+    )
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ._io import check_writable
+    from .export import ExportConfig, export_onnx
+    from .models import load_model
+
+    config = ExportConfig(
+        opset=args.opset, batch=args.batch, fold_bn=not args.no_fold_bn, simplify=not args.no_simplify
+    )
+    check_writable(args.output)
+    model = load_model(_model_spec(args))
+    r = export_onnx(model, args.output, config)
+    checks = ", ".join(f"batch {c.batch}: {c.max_abs_err:.2e} ({c.relative_err:.1e} rel)" for c in r.checks)
+    print(f"exported {model.description} -> {r.path}")
+    print(f"  opset {config.opset}, batch {'dynamic' if config.batch is None else config.batch}, "
+          f"input {list(model.preprocess.input_shape)}, {model.num_classes} classes")
+    print(f"  BatchNorm folded: {r.bn_folded_torch} in torch, {r.bn_folded_onnx} in ONNX "
+          f"(model had {r.bn_in_model})")
+    print(f"  nodes: {r.nodes_exported} exported -> {r.nodes_final} after "
+          f"{'onnxsim' if r.simplified else 'folding (onnxsim skipped)'}")
+    print(f"  verified against torch in ONNX Runtime, max |error|: {checks}")
+    print(f"  {r.seconds:.1f} s")
+    return 0
+
+
+def cmd_fold_bn(args: argparse.Namespace) -> int:
+    from .export import fold_bn_file
+
+    r = fold_bn_file(args.input, args.output)
+    print(f"folded {r.folded} BatchNormalization node(s) into Conv -> {r.path}"
+          + (f"; {r.remaining} left (not after a Conv)" if r.remaining else ""))
+    if r.training_mode_reset:
+        print(f"  {r.training_mode_reset} training-mode BatchNormalization node(s) set to running statistics")
+    print("  verified against the input in ONNX Runtime, max |error|: "
+          + ", ".join(f"batch {c.batch}: {c.max_abs_err:.2e}" for c in r.checks))
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .export import ExportConfig
+
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = _Parser(
+        prog="resdeploy",
+        description="A trained ResNet from PyTorch to a fast, verified edge deployment (ONNX, INT8, TensorRT).",
+        formatter_class=fmt,
+    )
+    parser.add_argument("--version", action="version", version=f"resdeploy {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("export", help="torch model -> verified, BN-folded, simplified ONNX", formatter_class=fmt)
+    p.add_argument("model", metavar="MODEL", help="resnet18|...|resnext101_64x4d, zoo:NAME, a module file, or pkg.mod:factory")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    _add_model_options(p)
+    p.add_argument("--opset", type=int, default=_default(ExportConfig, "opset"), help="ONNX opset (TensorRT 8.6 reads <= 17)")
+    p.add_argument("--batch", type=_batch_spec, default=_default(ExportConfig, "batch"), metavar="dynamic|N",
+                   help="batch dimension (None = dynamic)")
+    p.add_argument("--no-fold-bn", action="store_true", help="keep BatchNormalization layers")
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("fold-bn", help="fold Conv -> BatchNormalization pairs of an existing ONNX", formatter_class=fmt)
+    p.add_argument("input", metavar="IN.onnx")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    p.set_defaults(func=cmd_fold_bn)
+    return parser
+
+
+def _setup_logging(debug: bool, quiet: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if debug else "%(message)s"))
+    root = logging.getLogger("resdeploy")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    _setup_logging(args.debug, args.quiet)
+    from . import _progress
+
+    _progress.enable(not args.quiet)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ResdeployError as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        sys.stderr.write(f"error: unexpected {type(exc).__name__}: {first[:300]}; rerun with --debug and report it\n")
+        return 1
+
+
+__all__ = ["UsageError", "build_parser", "main"]

@@ -1,0 +1,58 @@
+"""Shared fixtures. Tests run on the CPU with small models built in the test; the zoo model
+is trained once per machine into $RESDEPLOY_CACHE (default ~/.cache/resdeploy) and reused."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from resdeploy import cli
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """Run ``resdeploy ARGS`` in-process (torch stays imported: fast)."""
+
+    def run(*args: str | os.PathLike[str]) -> CliResult:
+        capsys.readouterr()
+        try:
+            code = cli.main([str(a) for a in args])
+        except SystemExit as exc:  # argparse usage errors
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def assert_clean_error(result: CliResult, code: int, *needles: str) -> None:
+    """The contract: exit code, exactly one 'error:' line on stderr, no traceback."""
+    assert result.code == code, (result.code, result.err)
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, result.err
+    assert "Traceback" not in result.err
+    for needle in needles:
+        assert needle.lower() in errors[0].lower(), (needle, errors[0])
+
+
+@pytest.fixture(scope="session")
+def zoo_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """zoo:fashion-resnet18 exported to ONNX (trains the model on first use on a machine)."""
+    from resdeploy.export import export_onnx
+    from resdeploy.models import load_model
+
+    out = tmp_path_factory.mktemp("zoo") / "fashion-resnet18.onnx"
+    export_onnx(load_model("zoo:fashion-resnet18"), out)
+    return out
