@@ -56,3 +56,23 @@ def zoo_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("zoo") / "fashion-resnet18.onnx"
     export_onnx(load_model("zoo:fashion-resnet18"), out)
     return out
+
+
+def _gpu_skip_reason() -> str | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return None
+    except ImportError:
+        pass
+    return "no CUDA GPU on this machine (the gpu tests run only where one is present)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = _gpu_skip_reason()
+    if reason is None:
+        return
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=reason))

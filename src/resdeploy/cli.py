@@ -113,6 +113,100 @@ def cmd_fold_bn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give batch sizes as 1,8,32") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: batch sizes must be positive integers")
+    return values
+
+
+def _short(artifact: str) -> str:
+    from pathlib import Path
+
+    return Path(artifact).name if artifact.endswith((".onnx", ".plan", ".engine")) else artifact
+
+
+def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, c in enumerate(columns):
+        table.add_column(c, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*r)
+    # Not a terminal (CI logs, pipes): wide enough that nothing is truncated.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ._io import check_writable, write_json
+    from .runtime import Artifact, BenchConfig, benchmark, benchmark_isolated, environment
+    from .runtime.registry import auto_backend, get_backend, open_session
+
+    config = BenchConfig(batches=args.batch, warmup=args.warmup, iters=args.iters,
+                         max_seconds=args.max_seconds, threads=args.threads)
+    if args.json:
+        check_writable(args.json)
+    artifacts = [Artifact.resolve(a) for a in args.artifacts]
+    for art in artifacts:  # fail fast, before any timing, on a backend that cannot run here
+        name = auto_backend(art) if args.backend == "auto" else args.backend
+        impl = get_backend(name)
+        reason = impl.unavailable_reason()
+        if reason:
+            from .errors import BackendUnavailableError
+
+            raise BackendUnavailableError(f"backend {name} is unavailable here: {reason}")
+        if art.kind not in impl.kinds:
+            open_session(art, name)  # raises the explanatory UsageError
+    results = []
+    for art in artifacts:
+        if args.in_process:
+            results += benchmark(art, args.backend, config)
+        else:
+            results += benchmark_isolated(art.text, args.backend, config)
+    env = environment(args.threads, "in-process" if args.in_process else "one process per artifact")
+    rows = [[_short(r.artifact), r.backend, r.precision, str(r.batch), f"{r.latency_ms['p50']:.2f}",
+             f"{r.latency_ms['p90']:.2f}", f"{r.latency_ms['p99']:.2f}", f"{r.latency_ms['mean']:.2f}",
+             f"{r.throughput_ips:.1f}", str(r.iters)] for r in results]
+    _print_table(f"latency (ms) on {env['cpu']}, {env['threads']} threads, {env['isolation']}",
+                 ["artifact", "backend", "precision", "batch", "p50", "p90", "p99", "mean", "img/s", "iters"], rows)
+    if args.json:
+        write_json(args.json, {"results": [r.to_dict() for r in results], "env": env,
+                               "config": {"warmup": config.warmup, "iters": config.iters, "max_seconds": config.max_seconds}})
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ._io import check_writable, write_json
+    from .data import load_dataset
+    from .runtime import Artifact, EvalConfig, evaluate
+
+    config = EvalConfig(limit=args.limit, batch_size=args.eval_batch, threads=args.threads)
+    if args.json:
+        check_writable(args.json)
+    artifacts = [Artifact.resolve(a) for a in args.artifacts]
+    reference = Artifact.resolve(args.reference) if args.reference else None
+    dataset = load_dataset(args.data)
+    report = evaluate(artifacts, dataset, reference=reference, backend=args.backend, config=config)
+    ref = report.reference
+    rows = [[f"{_short(ref['artifact'])} (reference)", ref["backend"], "fp32", str(ref["n"]), f"{100 * ref['top1']:.2f}",
+             f"{100 * ref['top5']:.2f}", "-", "-"]]
+    for r in report.results:
+        rows.append([_short(r.artifact), r.backend, r.precision, str(r.n), f"{100 * r.top1:.2f}", f"{100 * r.top5:.2f}",
+                     f"{100 * r.agreement_top1:.2f}", f"{r.max_abs_logit_err:.3g}"])
+    _print_table(f"accuracy on {report.data}", ["artifact", "backend", "precision", "n", "top-1 %", "top-5 %",
+                                                 "agree %", "max |dlogit|"], rows)
+    if args.json:
+        write_json(args.json, report.to_dict())
+        print(f"wrote {args.json}")
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------
 
 
@@ -145,6 +239,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN.onnx")
     p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
     p.set_defaults(func=cmd_fold_bn)
+
+    from .runtime import BACKEND_NAMES, BenchConfig, EvalConfig
+
+    backends = ["auto", *BACKEND_NAMES]
+    p = sub.add_parser("bench", help="latency percentiles and throughput per batch size", formatter_class=fmt)
+    p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help=".onnx, TensorRT .plan, or a MODEL spec (torch)")
+    p.add_argument("--backend", default="auto", choices=backends, help="auto: .plan->tensorrt, .onnx->ort-cuda|ort-cpu, MODEL->torch")
+    p.add_argument("--batch", type=_batches, default=_default(BenchConfig, "batches"), metavar="1,8", help="batch sizes")
+    p.add_argument("--warmup", type=int, default=_default(BenchConfig, "warmup"), help="untimed iterations first")
+    p.add_argument("--iters", type=_positive_int, default=_default(BenchConfig, "iters"), help="timed iterations per batch size")
+    p.add_argument("--max-seconds", type=float, default=_default(BenchConfig, "max_seconds"),
+                   help="time budget per batch size (stops early, after at least 10 iterations)")
+    p.add_argument("--threads", type=_positive_int, default=_default(BenchConfig, "threads"), help="CPU threads (None: all cores)")
+    p.add_argument("--in-process", action="store_true", help="time all artifacts in this process (default: one process each)")
+    p.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("eval", help="top-1/top-5 on a data set and agreement with the FP32 reference", formatter_class=fmt)
+    p.add_argument("artifacts", nargs="+", metavar="ARTIFACT")
+    p.add_argument("--data", required=True, metavar="DATA", help="fashion-mnist[:train|:test], an ImageFolder dir, or an .npz")
+    p.add_argument("--reference", metavar="MODEL|FP32.onnx", help="default: the torch model named in the ONNX metadata")
+    p.add_argument("--backend", default="auto", choices=backends)
+    p.add_argument("--limit", type=_positive_int, default=_default(EvalConfig, "limit"), help="first N images only")
+    p.add_argument("--eval-batch", type=_positive_int, default=_default(EvalConfig, "batch_size"), help="images per inference")
+    p.add_argument("--threads", type=_positive_int, default=_default(EvalConfig, "threads"))
+    p.add_argument("--json", metavar="OUT.json")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -1,0 +1,188 @@
+"""Latency benchmarks users can trust: warm-up, percentiles, throughput per batch size, each
+artifact timed alone in its own process so no other runtime's thread pool spins meanwhile."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import ResdeployError, StageError, UsageError
+from .artifact import Artifact
+from .base import BackendOptions
+from .registry import auto_backend, open_session
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BenchConfig", "BenchResult", "benchmark", "benchmark_isolated", "environment", "summarize"]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Options of ``resdeploy bench``; the CLI takes its defaults from here."""
+
+    batches: tuple[int, ...] = (1, 8)
+    warmup: int = 10
+    iters: int = 100
+    max_seconds: float = 20.0  # per batch size: stop early (after >= min_iters) on slow models
+    min_iters: int = 10
+    threads: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise UsageError(f"batch sizes must be positive integers, got {list(self.batches)}")
+        if self.iters < 1 or self.warmup < 0:
+            raise UsageError("--iters must be at least 1 and --warmup at least 0")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {self.threads}")
+
+
+@dataclass
+class BenchResult:
+    artifact: str
+    backend: str
+    precision: str
+    batch: int
+    latency_ms: dict[str, float]
+    throughput_ips: float
+    iters: int
+    device: str = "cpu"
+    copies_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize(samples_ms: list[float]) -> dict[str, float]:
+    a = np.asarray(samples_ms, dtype=np.float64)
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p90": float(np.percentile(a, 90)),
+        "p99": float(np.percentile(a, 99)),
+        "mean": float(a.mean()),
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "std": float(a.std()),
+    }
+
+
+def benchmark(artifact: Artifact, backend: str, config: BenchConfig) -> list[BenchResult]:
+    """Time ``artifact`` in this process (the caller isolates it; see :func:`benchmark_isolated`)."""
+    name = auto_backend(artifact) if backend == "auto" else backend
+    results = []
+    with open_session(artifact, name, BackendOptions(threads=config.threads)) as session:
+        pre_shape = _input_chw(artifact)
+        for b in config.batches:
+            if artifact.batch is not None and b != artifact.batch:
+                raise UsageError(f"{artifact.text} has a static batch of {artifact.batch}; bench it with --batch {artifact.batch}")
+            x = np.random.default_rng(config.seed).standard_normal((b, *pre_shape)).astype(np.float32)
+            feed = {session.input_name: x}
+            for _ in range(config.warmup):
+                session.timed(feed)
+            compute: list[float] = []
+            h2d: list[float] = []
+            d2h: list[float] = []
+            deadline = time.perf_counter() + config.max_seconds
+            while len(compute) < config.iters:
+                _, t = session.timed(feed)
+                compute.append(t.total_ms)
+                h2d.append(t.h2d_ms)
+                d2h.append(t.d2h_ms)
+                if len(compute) >= config.min_iters and time.perf_counter() > deadline:
+                    break
+            lat = summarize(compute)
+            copies = {}
+            if session.device != "cpu":
+                copies = {"h2d_p50": float(np.median(h2d)), "d2h_p50": float(np.median(d2h)),
+                          "compute_p50": float(np.median(np.asarray(compute) - np.asarray(h2d) - np.asarray(d2h)))}
+            results.append(BenchResult(
+                artifact=artifact.text, backend=name, precision=artifact.precision, batch=b, latency_ms=lat,
+                throughput_ips=b * 1000.0 / lat["mean"], iters=len(compute), device=session.device, copies_ms=copies,
+            ))
+            log.info("%s on %s, batch %d: p50 %.2f ms over %d iterations", artifact.name, name, b, lat["p50"], len(compute))
+    return results
+
+
+def _input_chw(artifact: Artifact) -> tuple[int, int, int]:
+    if artifact.kind == "model" or artifact.metadata:
+        return artifact.preprocess().input_shape
+    if artifact.kind == "onnx" and artifact.path is not None:
+        from .. import _onnx
+
+        model = _onnx.load(artifact.path)
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        return (dims[1].dim_value, dims[2].dim_value, dims[3].dim_value)
+    raise UsageError(f"cannot tell the input shape of {artifact.text}; export it with `resdeploy export`")
+
+
+def benchmark_isolated(artifact_text: str, backend: str, config: BenchConfig, model_options: dict[str, Any] | None = None) -> list[BenchResult]:
+    """Run :func:`benchmark` in a fresh Python process: only one runtime alive while timing."""
+    payload = json.dumps({"artifact": artifact_text, "backend": backend, "config": asdict(config),
+                          "model_options": model_options or {}})
+    env = dict(os.environ)
+    proc = subprocess.run(
+        [sys.executable, "-m", "resdeploy.runtime._bench_worker"], input=payload, capture_output=True, text=True, env=env,
+    )
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        last = lines[-1] if lines else "no output"
+        if proc.returncode == 2:
+            raise UsageError(last.removeprefix("error: "))
+        raise StageError(f"benchmark of {artifact_text} failed: {last.removeprefix('error: ')}")
+    data = json.loads(proc.stdout)
+    return [BenchResult(**r) for r in data]
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(threads: int | None, isolation: str) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str] = {"python": platform.python_version()}
+    for pkg in ("resdeploy", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "torchvision", "tensorrt", "openvino"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return {
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count() or 0,
+        "threads": threads or os.cpu_count() or 0,
+        "platform": platform.platform(),
+        "versions": versions,
+        "isolation": isolation,
+    }
+
+
+def _worker_main() -> int:
+    """Child side of :func:`benchmark_isolated`: JSON in on stdin, JSON results on stdout."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    req = json.loads(sys.stdin.read())
+    cfg = req["config"]
+    cfg["batches"] = tuple(cfg["batches"])
+    try:
+        artifact = Artifact.resolve(req["artifact"], **req.get("model_options", {}))
+        results = benchmark(artifact, req["backend"], BenchConfig(**cfg))
+    except ResdeployError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return exc.exit_code
+    sys.stdout.write(json.dumps([r.to_dict() for r in results]))
+    return 0
