@@ -207,6 +207,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from .quantize import QuantizeConfig, quantize, report_path
+
+    config = QuantizeConfig(
+        precision=args.precision, target=args.target, calib=args.calib, calib_size=args.calib_size,
+        calib_method=args.calib_method, seed=args.seed, val=args.val, max_drop=args.max_drop,
+        val_limit=args.val_limit, fp32_remainder=args.fp32_remainder,
+    )
+    r = quantize(args.input, args.output, config)
+    what = "FP16 (inputs and outputs FP32)" if r.precision == "fp16" else f"INT8 Q/DQ for {r.target}"
+    print(f"quantized {args.input} -> {r.path}: {what}")
+    if r.calib:
+        print(f"  calibration: {r.calib['images']} images of {r.calib['data']}, {r.calib['method']}, seed {r.calib['seed']}")
+        print(f"  quantizable layers: {r.units}; ops: " + ", ".join(f"{k} {v}" for k, v in r.ops.items() if k in ("QuantizeLinear", "DequantizeLinear", "Cast")))
+    if r.verify:
+        worst = max(c["max_abs_err"] for c in r.verify["checks"])
+        print(f"  verified against FP32 on seeded inputs: max |error| {worst:.3g}")
+    if r.budget:
+        b = r.budget
+        print(f"  top-1 on {b.get('data', args.val)}: {100 * b['top1']:.2f}% vs FP32 {100 * b['fp32_top1']:.2f}% "
+              f"(drop {b['drop_pp']:.3f} pp, budget {b['max_drop_pp']} pp)")
+    if r.fallback:
+        print(f"  fell back to higher precision ({len(r.fallback)}): {', '.join(r.fallback)}")
+    print(f"  report: {report_path(r.path)}; {r.seconds:.1f} s")
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------
 
 
@@ -239,6 +266,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN.onnx")
     p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
     p.set_defaults(func=cmd_fold_bn)
+
+    from .quantize import CALIB_METHODS, PRECISIONS, TARGETS, QuantizeConfig
+
+    p = sub.add_parser("quantize", help="FP16, or INT8 Q/DQ by calibration for TensorRT or the CPU", formatter_class=fmt)
+    p.add_argument("input", metavar="IN.onnx")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    p.add_argument("--precision", required=True, choices=PRECISIONS)
+    p.add_argument("--target", default=_default(QuantizeConfig, "target"), choices=TARGETS,
+                   help="tensorrt: symmetric s8, TensorRT placement; cpu: u8/s8, what ONNX Runtime runs fastest")
+    p.add_argument("--calib", metavar="DATA", help="calibration data (required for int8), e.g. fashion-mnist:train")
+    p.add_argument("--calib-size", type=_positive_int, default=_default(QuantizeConfig, "calib_size"), help="images, spread over classes")
+    p.add_argument("--calib-method", default=_default(QuantizeConfig, "calib_method"), choices=CALIB_METHODS)
+    p.add_argument("--seed", type=int, default=_default(QuantizeConfig, "seed"))
+    p.add_argument("--val", metavar="DATA", help="validation data for --max-drop")
+    p.add_argument("--max-drop", type=float, metavar="PP", help="largest top-1 drop allowed, in percentage points")
+    p.add_argument("--val-limit", type=_positive_int, help="first N validation images only")
+    p.add_argument("--fp32-remainder", action="store_true", help="tensorrt target: keep unquantized layers FP32, not FP16")
+    p.set_defaults(func=cmd_quantize)
 
     from .runtime import BACKEND_NAMES, BenchConfig, EvalConfig
 

@@ -1,0 +1,276 @@
+"""``resdeploy quantize``: FP16, and INT8 by post-training calibration for a target, with an
+accuracy budget met by giving the most sensitive layers back to higher precision."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from .. import __version__, _io, _onnx, _progress
+from ..data import Dataset, calibration_batches, load_dataset
+from ..errors import DataSpecError, QuantizeError, UsageError
+from ..export import _verify
+from ..preprocess import Preprocess
+from . import _calib, _qdq
+
+log = logging.getLogger(__name__)
+
+FP16_RELATIVE_TOLERANCE = 1e-2  # FP16 vs FP32 on seeded inputs, of the largest logit
+PRECISIONS = ("fp16", "int8")
+TARGETS = ("tensorrt", "cpu")
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """Options of ``resdeploy quantize``; the CLI takes its defaults from here."""
+
+    precision: str = "int8"
+    target: str = "tensorrt"
+    calib: str | None = None
+    calib_size: int = 512
+    calib_method: str = "percentile"
+    calib_batch: int = 32
+    seed: int = 0
+    val: str | None = None
+    max_drop: float | None = None  # percentage points of top-1
+    val_limit: int | None = None
+    sensitivity_images: int = 256
+    fp32_remainder: bool = False  # tensorrt target: keep unquantized layers FP32 instead of FP16
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"--precision {self.precision!r}: use fp16 or int8")
+        if self.target not in TARGETS:
+            raise UsageError(f"--target {self.target!r}: use tensorrt or cpu")
+        if self.calib_method not in _calib.METHODS:
+            raise UsageError(f"--calib-method {self.calib_method!r}: use one of {', '.join(_calib.METHODS)}")
+        if self.precision == "int8" and not self.calib:
+            raise UsageError("--precision int8 needs calibration images: add --calib DATA (e.g. fashion-mnist:train)")
+        if self.calib_size < 1:
+            raise UsageError(f"--calib-size must be at least 1, got {self.calib_size}")
+        if (self.max_drop is None) != (self.val is None):
+            raise UsageError("--max-drop and --val go together: give both, or neither")
+        if self.max_drop is not None and self.max_drop < 0:
+            raise UsageError(f"--max-drop is in percentage points and cannot be negative, got {self.max_drop}")
+
+
+@dataclass
+class QuantizeReport:
+    path: str
+    precision: str
+    target: str
+    seconds: float
+    calib: dict[str, Any] = field(default_factory=dict)
+    units: int = 0
+    fallback: list[str] = field(default_factory=list)
+    budget: dict[str, Any] = field(default_factory=dict)
+    verify: dict[str, Any] = field(default_factory=dict)
+    ops: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def report_path(output: str | Path) -> Path:
+    p = Path(output)
+    return p.with_name(p.stem + ".quant.json")
+
+
+def _load_fp32(src: str | Path) -> tuple[onnx.ModelProto, Preprocess | None]:
+    model = _onnx.load(src)
+    if _qdq.is_quantized(model):
+        raise UsageError(f"{src} is already quantized (it holds Q/DQ or integer ops); quantize the FP32 export instead")
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+        raise UsageError(f"{src} is already FP16; quantize the FP32 export instead")
+    _qdq.name_nodes(model)
+    return model, Preprocess.from_metadata(_onnx.metadata(model))
+
+
+def _input_name(model: onnx.ModelProto) -> str:
+    inits = {t.name for t in model.graph.initializer}
+    return next(i.name for i in model.graph.input if i.name not in inits)
+
+
+def _dataset_inputs(dataset: Dataset, pre: Preprocess | None, model: onnx.ModelProto, src: str | Path) -> Preprocess:
+    """The preprocessing for ``dataset``, checked against the model's input shape."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    shape = tuple(d.dim_value for d in dims[1:])
+    if pre is None:
+        if not dataset.preprocessed:
+            raise UsageError(
+                f"{src} has no resdeploy preprocessing metadata; export it with `resdeploy export` "
+                "or give already preprocessed data as an .npz"
+            )
+        pre = Preprocess(input_size=shape[-1], mean=(0.0,) * 3, std=(1.0,) * 3)
+    if dataset.tensors is not None and tuple(dataset.tensors.shape[1:]) != shape:
+        raise DataSpecError(
+            f"{dataset.name} holds inputs of shape {tuple(dataset.tensors.shape[1:])} but the model takes {shape}; "
+            "preprocess the data for this model"
+        )
+    return pre
+
+
+def _top1_logits(model: onnx.ModelProto, xs: list[np.ndarray], name: str) -> np.ndarray:
+    sess = _onnx.session(model)
+    return np.concatenate([sess.run(None, {name: x})[0] for x in xs])
+
+
+def _verify_fp16(fp32: onnx.ModelProto, fp16: onnx.ModelProto, pre_shape: tuple[int, ...]) -> dict[str, Any]:
+    checks = _verify.compare(
+        fp16, _verify.onnx_reference(fp32), input_shape=pre_shape, batches=(1, 4),
+        tolerance=FP16_RELATIVE_TOLERANCE, what="the FP16 model",
+    )
+    return {"against": "fp32 onnx, seeded inputs", "checks": [c.to_dict() for c in checks]}
+
+
+class _Validator:
+    """Top-1 of candidate models on the validation set, against the FP32 model's top-1."""
+
+    def __init__(self, fp32: onnx.ModelProto, dataset: Dataset, pre: Preprocess, limit: int | None, name: str) -> None:
+        n = len(dataset) if limit is None else min(limit, len(dataset))
+        self.labels = dataset.labels[:n]
+        self.name = name
+        self.xs = [x for x, _ in dataset.batches(pre, 250, np.arange(n))]
+        self.fp32_logits = _top1_logits(fp32, self.xs, name)
+        self.fp32_top1 = float(np.mean(self.fp32_logits.argmax(1) == self.labels))
+
+    def drop_pp(self, model: onnx.ModelProto) -> tuple[float, float]:
+        """(top-1, drop in percentage points)."""
+        top1 = float(np.mean(_top1_logits(model, self.xs, self.name).argmax(1) == self.labels))
+        return top1, 100.0 * (self.fp32_top1 - top1)
+
+    def sensitivity(self, fp32: onnx.ModelProto, units: list[_qdq.Unit], thresholds: dict[str, float], images: int) -> list[tuple[_qdq.Unit, float]]:
+        """Each unit quantized alone: mean squared logit error against FP32 on ``images`` images."""
+        budget, xs = images, []
+        for x in self.xs:
+            xs.append(x[:budget])
+            budget -= len(xs[-1])
+            if budget <= 0:
+                break
+        ref = np.concatenate([r for r in _split(self.fp32_logits, [len(x) for x in xs])])
+        scores = []
+        for unit in _progress.track(units, total=len(units), desc="layer sensitivity", unit="layer"):
+            single = _qdq.write_qdq(fp32, [unit], thresholds, fp16_remainder=False)
+            err = float(np.mean((_top1_logits(single, xs, self.name) - ref) ** 2))
+            scores.append((unit, err))
+        return sorted(scores, key=lambda s: (-s[1], s[0].node))
+
+
+def _split(a: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    out, start = [], 0
+    for s in sizes:
+        out.append(a[start : start + s])
+        start += s
+    return out
+
+
+def quantize(src: str | Path, output: str | Path, config: QuantizeConfig) -> QuantizeReport:
+    """Quantize ``src`` into ``output`` (and a JSON report beside it); nothing is written on failure."""
+    start = time.perf_counter()
+    out = _io.check_writable(output)
+    fp32, pre = _load_fp32(src)
+    name = _input_name(fp32)
+    report = QuantizeReport(path=str(out), precision=config.precision, target=config.target, seconds=0.0)
+    meta = _onnx.metadata(fp32)
+
+    if config.precision == "fp16":
+        model = _qdq.to_fp16(fp32)
+        shape = tuple(d.dim_value for d in fp32.graph.input[0].type.tensor_type.shape.dim[1:])
+        report.verify = _verify_fp16(fp32, model, shape)
+        validator = None
+        if config.val:
+            val = load_dataset(config.val, default_split="test")
+            vpre = _dataset_inputs(val, pre, fp32, src)
+            validator = _Validator(fp32, val, vpre, config.val_limit, name)
+            top1, drop = validator.drop_pp(model)
+            report.budget = {"fp32_top1": validator.fp32_top1, "top1": top1, "drop_pp": drop, "max_drop_pp": config.max_drop}
+            if config.max_drop is not None and drop > config.max_drop:
+                raise QuantizeError(f"FP16 drops top-1 by {drop:.3f} pp, over --max-drop {config.max_drop}; keep FP32 for this model")
+    else:
+        assert config.calib is not None
+        calib_ds = load_dataset(config.calib, default_split="train")
+        cpre = _dataset_inputs(calib_ds, pre, fp32, src)
+        batches = calibration_batches(
+            calib_ds, cpre, input_name=name, size=config.calib_size, batch_size=config.calib_batch, seed=config.seed
+        )
+        report.calib = {"data": calib_ds.name, "images": sum(len(b[name]) for b in batches),
+                        "method": config.calib_method, "seed": config.seed, "batch": config.calib_batch}
+        units = _qdq.find_units(fp32)
+        report.units = len(units)
+        thresholds = _calib.calibrate(fp32, sorted({u.tensor for u in units}), batches, config.calib_method, total=len(batches)) \
+            if config.target == "tensorrt" else {}
+
+        def build(excluded: set[str]) -> onnx.ModelProto:
+            if config.target == "cpu":
+                from ._cpu import quantize_cpu
+
+                return quantize_cpu(fp32, batches, config.calib_method, sorted(excluded))
+            kept = [u for u in units if u.node not in excluded]
+            return _qdq.write_qdq(fp32, kept, thresholds, fp16_remainder=not config.fp32_remainder)
+
+        model = build(set())
+        if config.val is not None and config.max_drop is not None:
+            if not thresholds:  # cpu target: the ranking still needs per-tensor ranges
+                thresholds = _calib.calibrate(fp32, sorted({u.tensor for u in units}), batches, config.calib_method)
+            model, report.fallback, report.budget = _meet_budget(fp32, model, units, thresholds, build, config, pre, src, name)
+
+    meta.update({
+        "resdeploy.precision": config.precision,
+        "resdeploy.target": config.target,
+        "resdeploy.version": __version__,
+        "resdeploy.quantize": json.dumps({k: v for k, v in report.to_dict().items() if k in ("calib", "fallback", "budget")}, sort_keys=True),
+    })
+    _onnx.set_metadata(model, meta)
+    model.producer_name, model.producer_version = "resdeploy", __version__
+    report.ops = {k: v for k, v in sorted(_onnx.count_ops(model).items())}
+    data = _onnx.serialize(model)
+    report.seconds = round(time.perf_counter() - start, 2)
+    _io.write_bytes(out, data)
+    _io.write_json(report_path(out), report.to_dict())
+    return report
+
+
+def _meet_budget(
+    fp32: onnx.ModelProto,
+    model: onnx.ModelProto,
+    units: list[_qdq.Unit],
+    thresholds: dict[str, float],
+    build: Any,
+    config: QuantizeConfig,
+    pre: Preprocess | None,
+    src: str | Path,
+    name: str,
+) -> tuple[onnx.ModelProto, list[str], dict[str, Any]]:
+    """Give the most sensitive layers back to higher precision until the drop fits."""
+    assert config.val is not None and config.max_drop is not None
+    val = load_dataset(config.val, default_split="test")
+    validator = _Validator(fp32, val, _dataset_inputs(val, pre, fp32, src), config.val_limit, name)
+    top1, drop = validator.drop_pp(model)
+    history = [{"fallback": 0, "top1": top1, "drop_pp": drop}]
+    log.info("INT8 top-1 %.4f, drop %.3f pp (budget %.3f pp)", top1, drop, config.max_drop)
+    excluded: list[str] = []
+    if drop > config.max_drop:
+        ranked = [u for u, _ in validator.sensitivity(fp32, units, thresholds, config.sensitivity_images)]
+        step = 1
+        while drop > config.max_drop and len(excluded) < len(ranked):
+            excluded = [u.node for u in ranked[: len(excluded) + step]]
+            model = build(set(excluded))
+            top1, drop = validator.drop_pp(model)
+            history.append({"fallback": len(excluded), "top1": top1, "drop_pp": drop})
+            log.info("fell back %d layer(s): top-1 %.4f, drop %.3f pp", len(excluded), top1, drop)
+            step *= 2
+    budget = {"data": val.name, "n": len(validator.labels), "fp32_top1": validator.fp32_top1, "top1": top1,
+              "drop_pp": drop, "max_drop_pp": config.max_drop, "history": history}
+    if drop > config.max_drop:
+        raise QuantizeError(
+            f"could not meet --max-drop {config.max_drop} pp: {drop:.3f} pp even with {len(excluded)} of "
+            f"{len(units)} layers in higher precision; try another --calib-method, more --calib-size, or FP16"
+        )
+    return model, excluded, budget
