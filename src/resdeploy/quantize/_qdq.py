@@ -97,7 +97,7 @@ def write_qdq(
         if tensor not in qdq_for:
             scale = max(float(thresholds[tensor]), 1e-8) / 127.0
             s, z = f"{tensor}_scale", f"{tensor}_zero_point"
-            new_inits.extend([_scalar(s, np.float32(scale), TensorProto.FLOAT), _scalar(z, 0, TensorProto.INT8)])
+            new_inits.extend([_scalar(s, float(np.float32(scale)), TensorProto.FLOAT), _scalar(z, 0, TensorProto.INT8)])
             q, dq = f"{tensor}_QuantizeLinear", f"{tensor}_DequantizeLinear"
             nodes.append(helper.make_node("QuantizeLinear", [tensor, s, z], [q + "_Output"], name=q))
             nodes.append(helper.make_node("DequantizeLinear", [q + "_Output", s, z], [dq + "_Output"], name=dq))
