@@ -76,3 +76,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def zoo_torch_top1() -> float:
+    """Top-1 of zoo:fashion-resnet18 in torch over all 10,000 Fashion-MNIST test images."""
+    import torch
+
+    from resdeploy.data import load_dataset
+    from resdeploy.models import load_model
+
+    loaded = load_model("zoo:fashion-resnet18")
+    test = load_dataset("fashion-mnist:test")
+    assert len(test) == 10_000
+    correct = 0
+    with torch.no_grad():
+        for x, y in test.batches(loaded.preprocess, 500):
+            correct += int((loaded.module(torch.from_numpy(x)).argmax(1).numpy() == y).sum())
+    return correct / len(test)

@@ -13,18 +13,12 @@ from PIL import Image
 from resdeploy.data import load_dataset
 from resdeploy.models import load_model
 
-from ..conftest import assert_clean_error
+from ..conftest import assert_clean_error, zoo_torch_top1
 
 
 @pytest.fixture(scope="module")
 def torch_top1() -> float:
-    loaded = load_model("zoo:fashion-resnet18")
-    test = load_dataset("fashion-mnist:test")
-    correct = 0
-    with torch.no_grad():
-        for x, y in test.batches(loaded.preprocess, 500):
-            correct += int((loaded.module(torch.from_numpy(x)).argmax(1).numpy() == y).sum())
-    return correct / len(test)
+    return zoo_torch_top1()
 
 
 def test_eval_matches_torch_on_all_test_images(zoo_onnx: Path, tmp_path: Path, run_cli, torch_top1: float) -> None:
