@@ -22,8 +22,13 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
         raise UsageError(f"output {out} is a directory; give a file path")
     if not parent.exists():
         raise UsageError(f"output directory {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"output directory {parent} is not writable; choose another -o path")
+    # Probe by creating a file: permission bits alone mislead root and read-only file systems.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=parent)
+    except OSError as exc:
+        raise UsageError(f"output directory {parent} is not writable ({exc.strerror}); choose another -o path") from None
+    os.close(fd)
+    os.unlink(probe)
     return out
 
 
