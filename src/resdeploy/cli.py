@@ -277,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tensorrt: symmetric s8, TensorRT placement; cpu: u8/s8, what ONNX Runtime runs fastest")
     p.add_argument("--calib", metavar="DATA", help="calibration data (required for int8), e.g. fashion-mnist:train")
     p.add_argument("--calib-size", type=_positive_int, default=_default(QuantizeConfig, "calib_size"), help="images, spread over classes")
-    p.add_argument("--calib-method", default=_default(QuantizeConfig, "calib_method"), choices=CALIB_METHODS)
-    p.add_argument("--seed", type=int, default=_default(QuantizeConfig, "seed"))
+    p.add_argument("--calib-method", default=_default(QuantizeConfig, "calib_method"), choices=CALIB_METHODS,
+                   help="activation threshold: percentile 99.99%%, TensorRT's entropy (KL), minmax or mse")
+    p.add_argument("--seed", type=int, default=_default(QuantizeConfig, "seed"), help="calibration image selection")
     p.add_argument("--val", metavar="DATA", help="validation data for --max-drop")
     p.add_argument("--max-drop", type=float, metavar="PP", help="largest top-1 drop allowed, in percentage points")
     p.add_argument("--val-limit", type=_positive_int, help="first N validation images only")
@@ -308,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=backends)
     p.add_argument("--limit", type=_positive_int, default=_default(EvalConfig, "limit"), help="first N images only")
     p.add_argument("--eval-batch", type=_positive_int, default=_default(EvalConfig, "batch_size"), help="images per inference")
-    p.add_argument("--threads", type=_positive_int, default=_default(EvalConfig, "threads"))
+    p.add_argument("--threads", type=_positive_int, default=_default(EvalConfig, "threads"), help="CPU threads (None: all cores)")
     p.add_argument("--json", metavar="OUT.json")
     p.set_defaults(func=cmd_eval)
     return parser

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import UsageError
 
-__all__ = ["record_path", "load_record", "check_compatible", "same_trt_release"]
+__all__ = ["check_compatible", "load_record", "record_path", "same_trt_release"]
 
 RECORD_SCHEMA = 1
 
