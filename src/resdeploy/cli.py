@@ -145,7 +145,7 @@ def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     from ._io import check_writable, write_json
     from .runtime import Artifact, BenchConfig, benchmark, benchmark_isolated, environment
-    from .runtime.registry import auto_backend, get_backend, open_session
+    from .runtime.registry import check_backend
 
     config = BenchConfig(batches=args.batch, warmup=args.warmup, iters=args.iters,
                          max_seconds=args.max_seconds, threads=args.threads)
@@ -153,15 +153,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         check_writable(args.json)
     artifacts = [Artifact.resolve(a) for a in args.artifacts]
     for art in artifacts:  # fail fast, before any timing, on a backend that cannot run here
-        name = auto_backend(art) if args.backend == "auto" else args.backend
-        impl = get_backend(name)
-        reason = impl.unavailable_reason()
-        if reason:
-            from .errors import BackendUnavailableError
-
-            raise BackendUnavailableError(f"backend {name} is unavailable here: {reason}")
-        if art.kind not in impl.kinds:
-            open_session(art, name)  # raises the explanatory UsageError
+        check_backend(art, args.backend)
     results = []
     for art in artifacts:
         if args.in_process:

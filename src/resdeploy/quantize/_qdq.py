@@ -176,7 +176,6 @@ def to_fp16(model: onnx.ModelProto, extra_block: Iterable[str] = (), block_nodes
     inferred = onnx.shape_inference.infer_shapes(out)
     elem = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *g.input, *g.output]}
     inits = {t.name: t for t in g.initializer}
-    producers = {o: n for n in g.node for o in n.output}
     graph_outputs = {o.name for o in g.output}
 
     def is_float(name: str) -> bool:
@@ -235,5 +234,4 @@ def to_fp16(model: onnx.ModelProto, extra_block: Iterable[str] = (), block_nodes
     del g.initializer[:]
     g.initializer.extend(keep)
     del g.value_info[:]
-    del producers
     return out

@@ -154,21 +154,13 @@ class _Validator:
             budget -= len(xs[-1])
             if budget <= 0:
                 break
-        ref = np.concatenate([r for r in _split(self.fp32_logits, [len(x) for x in xs])])
+        ref = self.fp32_logits[: sum(len(x) for x in xs)]
         scores = []
         for unit in _progress.track(units, total=len(units), desc="layer sensitivity", unit="layer"):
             single = _qdq.write_qdq(fp32, [unit], thresholds, fp16_remainder=False)
             err = float(np.mean((_top1_logits(single, xs, self.name) - ref) ** 2))
             scores.append((unit, err))
         return sorted(scores, key=lambda s: (-s[1], s[0].node))
-
-
-def _split(a: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
-    out, start = [], 0
-    for s in sizes:
-        out.append(a[start : start + s])
-        start += s
-    return out
 
 
 def quantize(src: str | Path, output: str | Path, config: QuantizeConfig) -> QuantizeReport:
@@ -184,7 +176,6 @@ def quantize(src: str | Path, output: str | Path, config: QuantizeConfig) -> Qua
         model = _qdq.to_fp16(fp32)
         shape = tuple(d.dim_value for d in fp32.graph.input[0].type.tensor_type.shape.dim[1:])
         report.verify = _verify_fp16(fp32, model, shape)
-        validator = None
         if config.val:
             val = load_dataset(config.val, default_split="test")
             vpre = _dataset_inputs(val, pre, fp32, src)

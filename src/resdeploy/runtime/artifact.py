@@ -82,21 +82,19 @@ class Artifact:
             raise UsageError(f"{self.text} is not a MODEL spec")
         return load_model(ModelSpec(self.text, **self.model_options))
 
-    def reference_spec(self) -> Any:
-        """The FP32 torch model this artifact was exported from (its metadata), as a ModelSpec."""
-        from ..models import ModelSpec
-
+    def reference(self) -> Artifact:
+        """The FP32 torch model this artifact was exported from (named in its metadata)."""
         if self.kind == "model":
-            return ModelSpec(self.text, **self.model_options)
+            return self
         source = self.metadata.get("resdeploy.source")
         if not source:
             raise UsageError(f"{self.text} does not name its source model; pass --reference MODEL or FP32.onnx")
         pre = self.preprocess()
-        return ModelSpec(
-            source,
-            weights=self.metadata.get("resdeploy.weights"),
-            num_classes=int(self.metadata["resdeploy.num_classes"]) if "resdeploy.num_classes" in self.metadata else None,
-            input_size=pre.input_size,
-            mean=pre.mean,
-            std=pre.std,
-        )
+        num_classes = self.metadata.get("resdeploy.num_classes")
+        return Artifact(source, "model", model_options={
+            "weights": self.metadata.get("resdeploy.weights"),
+            "num_classes": int(num_classes) if num_classes else None,
+            "input_size": pre.input_size,
+            "mean": pre.mean,
+            "std": pre.std,
+        })

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import ResdeployError, StageError, UsageError
 from .artifact import Artifact
 from .base import BackendOptions
-from .registry import auto_backend, open_session
+from .registry import check_backend, open_session
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def summarize(samples_ms: list[float]) -> dict[str, float]:
 
 def benchmark(artifact: Artifact, backend: str, config: BenchConfig) -> list[BenchResult]:
     """Time ``artifact`` in this process (the caller isolates it; see :func:`benchmark_isolated`)."""
-    name = auto_backend(artifact) if backend == "auto" else backend
+    name, _ = check_backend(artifact, backend)
     results = []
     with open_session(artifact, name, BackendOptions(threads=config.threads)) as session:
         pre_shape = _input_chw(artifact)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,7 @@ from ..errors import DataSpecError, UsageError
 from ..preprocess import Preprocess
 from .artifact import Artifact
 from .base import BackendOptions, Session
-from .registry import auto_backend, open_session
+from .registry import check_backend, open_session
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,6 @@ class EvalReport:
     data: str
     results: list[EvalResult]
     reference: dict[str, Any]
-    logits: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"data": self.data, "results": [r.to_dict() for r in self.results], "reference": self.reference}
@@ -132,20 +131,10 @@ def evaluate(
     n = len(dataset) if config.limit is None else min(config.limit, len(dataset))
     indices = np.arange(n)
     if reference is None:
-        first = artifacts[0]
-        if first.kind == "model":
-            reference = first
-        else:
-            from ..models import ModelSpec
-
-            spec: ModelSpec = first.reference_spec()
-            reference = Artifact(spec.spec, "model", model_options={
-                "weights": spec.weights, "num_classes": spec.num_classes, "input_size": spec.input_size,
-                "mean": spec.mean, "std": spec.std,
-            })
+        reference = artifacts[0].reference()
     items = [(f"ref:{reference.text}", reference, "torch" if reference.kind == "model" else "ort-cpu")]
     for i, art in enumerate(artifacts):
-        items.append((f"{i}:{art.text}", art, auto_backend(art) if backend == "auto" else backend))
+        items.append((f"{i}:{art.text}", art, check_backend(art, backend)[0]))
     logits, seconds = _predict_all(items, dataset, indices, config)
     labels = dataset.labels[indices]
     ref_logits = logits[items[0][0]]
@@ -168,4 +157,4 @@ def evaluate(
         ))
     ref = {"artifact": reference.text, "backend": items[0][2], "top1": topk_accuracy(ref_logits, labels, 1),
            "top5": topk_accuracy(ref_logits, labels, 5), "n": n}
-    return EvalReport(dataset.name, results, ref, logits=logits)
+    return EvalReport(dataset.name, results, ref)

@@ -55,8 +55,8 @@ def auto_backend(artifact: Artifact) -> str:
     return "torch"
 
 
-def open_session(artifact: Artifact, backend: str = "auto", options: BackendOptions = BackendOptions()) -> Session:
-    """Check that ``backend`` can run ``artifact`` here, then prepare it."""
+def check_backend(artifact: Artifact, backend: str = "auto") -> tuple[str, Backend]:
+    """Resolve ``auto`` and check, before any work, that the backend can run ``artifact`` here."""
     name = auto_backend(artifact) if backend == "auto" else backend
     impl = get_backend(name)
     if artifact.kind not in impl.kinds:
@@ -68,5 +68,11 @@ def open_session(artifact: Artifact, backend: str = "auto", options: BackendOpti
     reason = impl.unavailable_reason()
     if reason:
         raise BackendUnavailableError(f"backend {name} is unavailable here: {reason}")
+    return name, impl
+
+
+def open_session(artifact: Artifact, backend: str = "auto", options: BackendOptions = BackendOptions()) -> Session:
+    """Check that ``backend`` can run ``artifact`` here, then prepare it."""
+    name, impl = check_backend(artifact, backend)
     log.debug("opening %s on %s", artifact.text, name)
     return impl.prepare(artifact, options)
