@@ -67,7 +67,7 @@ $(STUBS_VENV)/.ready:
 typecheck-trt: $(STUBS_VENV)/.ready
 	@if [ -f tools/trt_typecheck_targets.txt ]; then \
 		$(STUBS_VENV)/bin/mypy --python-executable $(STUBS_VENV)/bin/python --ignore-missing-imports \
-			--no-incremental --follow-imports=silent $$(cat tools/trt_typecheck_targets.txt); fi
+			--no-incremental --follow-imports=silent --enable-error-code possibly-undefined $$(cat tools/trt_typecheck_targets.txt); fi
 
 clean:
 	rm -rf $(VENV) $(STUBS_VENV) runs .pytest_cache .mypy_cache

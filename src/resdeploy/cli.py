@@ -199,6 +199,41 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    from .build import (
+        BuildConfig,
+        build_engine,
+        choose_recipe,
+        format_command,
+        inspect_onnx,
+        profile_shapes,
+        trtexec_command,
+    )
+    from .build._trt import import_tensorrt
+
+    config = BuildConfig(min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
+                         workspace_mib=args.workspace, timing_cache=args.timing_cache, dla_core=args.dla_core)
+    if args.print_trtexec:
+        trt = import_tensorrt()
+        version = args.trt_version or (trt.__version__ if trt is not None else "10")
+        info = inspect_onnx(args.input)
+        recipe = choose_recipe(version, info.precision, config)
+        cmd = trtexec_command(str(args.input), str(args.output), input_name=info.input_name,
+                              shapes=profile_shapes(info.input_shape, config), recipe=recipe, config=config)
+        print(f"# TensorRT {recipe.generation}, {info.precision} ONNX")
+        print(format_command(cmd))
+        return 0
+    if args.trt_version:
+        raise UsageError("--trt-version goes with --print-trtexec; a build uses the installed TensorRT")
+    r = build_engine(args.input, args.output, config)
+    rec = r.record
+    print(f"built {r.plan} with TensorRT {rec['tensorrt_version']} on {rec['gpu']} (sm {rec['compute_capability']})")
+    print(f"  {rec['precision']} ONNX, recipe for TensorRT {rec['recipe']['generation']}: "
+          f"strongly typed {rec['recipe']['strongly_typed']}, flags +{rec['recipe']['set_flags']} -{rec['recipe']['cleared_flags']}")
+    print(f"  profile {rec['profile']}; record {r.plan}.json; {r.seconds:.0f} s")
+    return 0
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     from .quantize import QuantizeConfig, quantize, report_path
 
@@ -277,6 +312,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-limit", type=_positive_int, help="first N validation images only")
     p.add_argument("--fp32-remainder", action="store_true", help="tensorrt target: keep unquantized layers FP32, not FP16")
     p.set_defaults(func=cmd_quantize)
+
+    from .build import BuildConfig
+
+    p = sub.add_parser("build", help="TensorRT engine (.plan) with the recipe of the installed TensorRT", formatter_class=fmt)
+    p.add_argument("input", metavar="IN.onnx", help="FP32, FP16 or INT8 Q/DQ ONNX from resdeploy")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.plan")
+    p.add_argument("--min-batch", type=_positive_int, default=_default(BuildConfig, "min_batch"), help="profile minimum batch")
+    p.add_argument("--opt-batch", type=_positive_int, default=_default(BuildConfig, "opt_batch"), help="batch TensorRT tunes for")
+    p.add_argument("--max-batch", type=_positive_int, default=_default(BuildConfig, "max_batch"), help="profile maximum batch")
+    p.add_argument("--workspace", type=_positive_int, default=_default(BuildConfig, "workspace_mib"), metavar="MiB",
+                   help="workspace memory pool limit (None: TensorRT's default; keep it small on Jetson)")
+    p.add_argument("--timing-cache", metavar="PATH", help="loaded if present, saved after the build")
+    p.add_argument("--dla-core", type=int, metavar="N", help="build for DLA core N with GPU fallback (Jetson; static batch)")
+    p.add_argument("--print-trtexec", action="store_true", help="print the equivalent trtexec command instead (no TensorRT needed)")
+    p.add_argument("--trt-version", choices=("8.6", "10", "11"),
+                   help="with --print-trtexec: the TensorRT generation (default: the installed one, else 10)")
+    p.set_defaults(func=cmd_build)
 
     from .runtime import BACKEND_NAMES, BenchConfig, EvalConfig
 

@@ -8,10 +8,11 @@ from typing import Any
 log = logging.getLogger("resdeploy.tensorrt")
 
 
-def make_logger(trt: Any) -> Any:
+def make_logger() -> Any:
     """An ``ILogger`` subclass instance forwarding to ``logging`` at matching levels."""
+    import tensorrt as trt
 
-    class _Logger(trt.ILogger):  # type: ignore[misc,name-defined]
+    class _Logger(trt.ILogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
 

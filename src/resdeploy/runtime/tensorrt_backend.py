@@ -11,8 +11,6 @@ I/O API, unchanged in 10.x/11.x), type-checked with mypy against tensorrt-stubs.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..build._trt import INSTALL_HINT, cuda_device, import_tensorrt
 from ..build.record import check_compatible, load_record
 from ..errors import BackendUnavailableError, UsageError
 from .artifact import Artifact
@@ -28,24 +27,10 @@ from .base import Backend, BackendOptions, Session, Timing
 log = logging.getLogger(__name__)
 
 
-def import_tensorrt() -> Any:
-    """The real ``tensorrt`` module, or None. tensorrt-stubs alone make ``import tensorrt``
-    succeed as an empty namespace package, so check for ``Builder``."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return None
-    trt = importlib.import_module("tensorrt")
-    return trt if hasattr(trt, "Builder") else None
-
-
 def tensorrt_unavailable_reason() -> str | None:
     if import_tensorrt() is None:
-        return (
-            "TensorRT's Python bindings are not installed (JetPack: apt install python3-libnvinfer; "
-            "desktop: pip install --extra-index-url https://pypi.nvidia.com tensorrt)"
-        )
-    import torch
-
-    if not torch.cuda.is_available():
+        return INSTALL_HINT
+    if cuda_device() is None:
         return "no CUDA GPU is visible to torch"
     return None
 
@@ -149,19 +134,23 @@ class TensorRTBackend(Backend):
     def prepare(self, artifact: Artifact, options: BackendOptions) -> Session:
         import torch
 
-        trt = import_tensorrt()
-        if trt is None:
+        if import_tensorrt() is None:
             raise BackendUnavailableError(f"backend tensorrt is unavailable: {tensorrt_unavailable_reason()}")
+        import tensorrt as trt  # typed by tensorrt-stubs in `make typecheck-trt`
+
+        from ..build.trt_logging import make_logger
+
         assert artifact.path is not None
         record = load_record(artifact.path)
-        capability = torch.cuda.get_device_capability(options.device)
+        device_info = cuda_device(options.device)
+        if device_info is None:
+            raise BackendUnavailableError("backend tensorrt is unavailable: no CUDA GPU is visible to torch")
+        capability = device_info[1]
         if record is None:
             log.warning("%s has no record beside it; cannot check its TensorRT version and GPU", artifact.path)
         else:
             check_compatible(artifact.path, record, trt.__version__, capability)
-        from ..build.trt_logging import make_logger
-
-        runtime = trt.Runtime(make_logger(trt))
+        runtime = trt.Runtime(make_logger())
         engine = runtime.deserialize_cuda_engine(artifact.path.read_bytes())
         if engine is None:
             raise UsageError(f"TensorRT could not deserialize {artifact.path}; rebuild it here with `resdeploy build`")
