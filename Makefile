@@ -34,21 +34,8 @@ data:
 
 setup: $(STAMP) data
 
-# Until `resdeploy run` lands, the demo drives the stages one by one on the demo model.
-DEMO ?= runs/demo
-RD := $(VENV)/bin/resdeploy
 demo: setup
-	mkdir -p $(DEMO)
-	$(RD) export zoo:fashion-resnet18 -o $(DEMO)/fashion-resnet18.onnx
-	$(RD) quantize $(DEMO)/fashion-resnet18.onnx -o $(DEMO)/fashion-resnet18-fp16.onnx --precision fp16
-	$(RD) quantize $(DEMO)/fashion-resnet18.onnx -o $(DEMO)/fashion-resnet18-int8-tensorrt.onnx --precision int8 \
-		--target tensorrt --calib fashion-mnist:train --calib-size 512
-	$(RD) quantize $(DEMO)/fashion-resnet18.onnx -o $(DEMO)/fashion-resnet18-int8-cpu.onnx --precision int8 \
-		--target cpu --calib fashion-mnist:train --calib-size 512
-	$(RD) eval $(DEMO)/fashion-resnet18.onnx $(DEMO)/fashion-resnet18-fp16.onnx $(DEMO)/fashion-resnet18-int8-tensorrt.onnx \
-		$(DEMO)/fashion-resnet18-int8-cpu.onnx --data fashion-mnist:test --json $(DEMO)/eval.json
-	$(RD) bench $(DEMO)/fashion-resnet18.onnx $(DEMO)/fashion-resnet18-fp16.onnx $(DEMO)/fashion-resnet18-int8-tensorrt.onnx \
-		$(DEMO)/fashion-resnet18-int8-cpu.onnx zoo:fashion-resnet18 --batch 1,8 --json $(DEMO)/bench.json
+	$(VENV)/bin/resdeploy run
 
 test: setup typecheck-trt
 	$(PY) -m pytest -q

@@ -234,6 +234,39 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import RunConfig, load_config, run_pipeline, summary_rows
+    from .preprocess import parse_triplet
+
+    settings = load_config(args.config) if args.config else {}
+    flags = {
+        "model": args.model, "weights": args.weights, "num_classes": args.num_classes, "input_size": args.input_size,
+        "mean": parse_triplet(args.mean, "mean") if args.mean else None,
+        "std": parse_triplet(args.std, "std") if args.std else None,
+        "calib": args.calib, "calib_size": args.calib_size, "calib_method": args.calib_method, "val": args.val,
+        "val_limit": args.val_limit, "max_drop": args.max_drop,
+        "precisions": tuple(args.precisions.split(",")) if args.precisions else None,
+        "targets": tuple(args.targets.split(",")) if args.targets else None,
+        "batches": args.batch, "iters": args.iters, "warmup": args.warmup, "max_seconds": args.max_seconds,
+        "output": args.output, "triton_repo": args.triton_repo,
+    }
+    settings.update({k: v for k, v in flags.items() if v is not None})  # flags override the file
+    try:
+        cfg = RunConfig(**settings)
+    except TypeError as exc:
+        raise UsageError(f"bad setting: {exc}") from None
+    result = run_pipeline(cfg, ["resdeploy", *args.argv])
+    cols, rows = summary_rows(result.report)
+    ref = result.report["reference"]
+    _print_table(f"{cfg.model} on {cfg.val}: FP32 torch top-1 {100 * ref['top1']:.2f} % over {ref['n']} images",
+                 cols, rows)
+    total = sum(s["seconds"] for s in result.stages)
+    reused = sum(1 for s in result.stages if s.get("reused"))
+    print(f"report: {result.outdir / 'report.md'} (+ report.json, manifest.json, plots/); "
+          f"{len(result.stages)} stages in {total:.0f} s, {reused} reused")
+    return 0
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     from .quantize import QuantizeConfig, quantize, report_path
 
@@ -330,6 +363,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --print-trtexec: the TensorRT generation (default: the installed one, else 10)")
     p.set_defaults(func=cmd_build)
 
+    from .pipeline import RunConfig
+
+    p = sub.add_parser("run", help="the whole pipeline: export, quantize, build, eval, bench, report", formatter_class=fmt)
+    p.add_argument("config", nargs="?", metavar="CONFIG.toml", help="settings with the same names as the flags (flags win)")
+    p.add_argument("--model", help=f"MODEL spec (default: {_default(RunConfig, 'model')})")
+    _add_model_options(p)
+    p.add_argument("--calib", help=f"calibration DATA (default: {_default(RunConfig, 'calib')})")
+    p.add_argument("--calib-size", type=_positive_int, help=f"(default: {_default(RunConfig, 'calib_size')})")
+    p.add_argument("--calib-method", help=f"(default: {_default(RunConfig, 'calib_method')})")
+    p.add_argument("--val", help=f"validation DATA (default: {_default(RunConfig, 'val')})")
+    p.add_argument("--val-limit", type=_positive_int, help="first N validation images only (default: all)")
+    p.add_argument("--max-drop", type=float, metavar="PP", help="INT8 top-1 budget in percentage points (default: none)")
+    p.add_argument("--precisions", help=f"(default: {','.join(_default(RunConfig, 'precisions'))})")
+    p.add_argument("--targets", help=f"INT8 targets (default: {','.join(_default(RunConfig, 'targets'))})")
+    p.add_argument("--batch", type=_batches, help=f"bench batch sizes (default: {','.join(map(str, _default(RunConfig, 'batches')))})")
+    p.add_argument("--iters", type=_positive_int, help=f"(default: {_default(RunConfig, 'iters')})")
+    p.add_argument("--warmup", type=int, help=f"(default: {_default(RunConfig, 'warmup')})")
+    p.add_argument("--max-seconds", type=float, help=f"bench time budget per batch size (default: {_default(RunConfig, 'max_seconds')})")
+    p.add_argument("-o", "--output", metavar="OUTDIR", help=f"(default: {_default(RunConfig, 'output')})")
+    p.add_argument("--triton-repo", metavar="DIR", help="also write a Triton model repository there")
+    p.set_defaults(func=cmd_run)
+
     from .runtime import BACKEND_NAMES, BenchConfig, EvalConfig
 
     backends = ["auto", *BACKEND_NAMES]
@@ -375,6 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     _setup_logging(args.debug, args.quiet)
     from . import _progress
 

@@ -1,0 +1,131 @@
+"""run: the report keys of CONTRACT.md, the manifest, readable plots, reuse of finished
+stages, the Triton repository parsed with Triton's own schema, and TOML configs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from resdeploy._io import sha256_file
+
+from ..conftest import assert_clean_error
+
+FAST = ("--val-limit", "500", "--iters", "5", "--warmup", "1", "--max-seconds", "5")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory):
+    """One pipeline run on the demo model (validation capped for speed), then a second one."""
+    from resdeploy import cli
+
+    root = tmp_path_factory.mktemp("run")
+    out, repo = root / "out", root / "triton"
+    args = ["run", *FAST, "-o", str(out), "--triton-repo", str(repo)]
+    assert cli.main(args) == 0
+    first = json.loads((out / "report.json").read_text())
+    assert cli.main(args) == 0
+    second = json.loads((out / "report.json").read_text())
+    return out, repo, first, second
+
+
+def test_report_has_the_contract_keys(demo_run) -> None:
+    out, _, report, _ = demo_run
+    assert {"model", "reference", "stages", "variants"} <= set(report)
+    assert set(report["reference"]) >= {"top1", "top5", "n"} and report["reference"]["n"] == 500
+    for s in report["stages"]:
+        assert set(s) >= {"name", "seconds", "artifact"}
+    kinds = {(v["precision"], v["target"]) for v in report["variants"] if v["backend"] == "ort-cpu"}
+    assert {("fp32", "cpu"), ("fp16", "tensorrt"), ("int8", "cpu"), ("int8", "tensorrt")} <= kinds
+    for v in report["variants"]:
+        assert set(v) >= {"name", "precision", "target", "backend", "artifact", "accuracy", "latency_ms", "throughput_ips"}
+        assert v["precision"] in ("fp32", "fp16", "int8") and v["target"] in ("cpu", "tensorrt")
+        a = v["accuracy"]
+        assert a["n"] == 500 and 0.0 <= a["top1"] <= a["top5"] <= 1.0 and 0.0 <= a["agreement_top1"] <= 1.0
+        lat = v["latency_ms"]
+        assert lat["batch"] == 1 and lat["p50"] <= lat["p90"] <= lat["p99"]
+        assert [b["batch"] for b in v["by_batch"]] == [1, 8]
+    int8 = [v for v in report["variants"] if v["precision"] == "int8"]
+    assert all(v["accuracy"]["agreement_top1"] >= 0.97 for v in int8)
+    build = next(s for s in report["stages"] if s["name"] == "build")
+    assert "TensorRT is not installed" in build["skipped"]
+    assert "--stronglyTyped" in (out / "trtexec.sh").read_text()
+    md = (out / "report.md").read_text()
+    assert md.splitlines()[0].startswith("# resdeploy report") and "| int8-tensorrt |" in md
+
+
+def test_manifest_lists_every_file_with_its_hash(demo_run) -> None:
+    out, repo, _, _ = demo_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["command"].startswith("resdeploy run") and manifest["versions"]["onnxruntime"]
+    listed = {}
+    for entry in manifest["artifacts"]:
+        p = Path(entry["path"]) if Path(entry["path"]).is_absolute() else out / entry["path"]
+        assert p.is_file(), p
+        assert sha256_file(p) == entry["sha256"] and p.stat().st_size == entry["bytes"]
+        listed[p.resolve()] = entry
+    on_disk = {p.resolve() for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"
+               and not p.name.startswith(".resdeploy-")}
+    assert on_disk <= set(listed)
+    assert any(str(repo.resolve()) in str(p) for p in listed)
+
+
+def test_plots_are_real_pngs(demo_run) -> None:
+    out, _, _, _ = demo_run
+    for name in ("latency_by_batch.png", "accuracy_vs_latency.png"):
+        with Image.open(out / "plots" / name) as im:
+            assert im.format == "PNG" and im.size[0] >= 800 and im.size[1] >= 500
+            assert len(im.convert("L").getcolors(256) or []) > 20, "more than a blank canvas"
+
+
+def test_second_run_reuses_every_stage(demo_run) -> None:
+    _, _, first, second = demo_run
+    assert not any(s.get("reused") for s in first["stages"])
+    done = [s for s in second["stages"] if not s.get("skipped")]
+    assert done and all(s["reused"] for s in done)
+    assert [v["latency_ms"] for v in first["variants"]] == [v["latency_ms"] for v in second["variants"]]
+
+
+def _model_config():
+    spec = importlib.util.find_spec("tritonclient")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("tritonclient (a dev dependency) is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "grpc" / "model_config_pb2.py"
+    mod_spec = importlib.util.spec_from_file_location("triton_model_config_pb2", path)
+    assert mod_spec is not None and mod_spec.loader is not None
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return module.ModelConfig
+
+
+def test_triton_repository_parses_with_tritons_schema(demo_run) -> None:
+    from google.protobuf import text_format
+
+    _, repo, _, _ = demo_run
+    ModelConfig = _model_config()
+    models = sorted(p for p in repo.iterdir() if p.is_dir())
+    assert [m.name for m in models] == sorted(f"fashion-resnet18-{v}" for v in ("fp32", "fp16", "int8-cpu", "int8-tensorrt"))
+    for m in models:
+        cfg = text_format.Parse((m / "config.pbtxt").read_text(), ModelConfig())
+        assert cfg.name == m.name and cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 32
+        assert [i.name for i in cfg.input] == ["input"] and list(cfg.input[0].dims) == [3, 32, 32]
+        assert [o.name for o in cfg.output] == ["logits"] and list(cfg.output[0].dims) == [10]
+        assert list(cfg.dynamic_batching.preferred_batch_size) == [1, 8]
+        assert (m / "1" / "model.onnx").is_file()
+
+
+def test_toml_config_and_flag_override(tmp_path: Path, run_cli, monkeypatch) -> None:
+    from resdeploy.pipeline import RunConfig, load_config
+
+    cfg_file = tmp_path / "run.toml"
+    cfg_file.write_text('model = "resnet18"\ninput-size = 32\nprecisions = ["fp32", "int8"]\ntargets = "cpu"\nbatches = [2]\n')
+    settings = load_config(cfg_file)
+    assert settings == {"model": "resnet18", "input_size": 32, "precisions": ("fp32", "int8"), "targets": ("cpu",), "batches": (2,)}
+    assert RunConfig(**settings).calib == "fashion-mnist:train"
+    cfg_file.write_text('modle = "resnet18"\n')
+    assert_clean_error(run_cli("run", cfg_file, "-o", tmp_path / "o"), 2, "unknown setting 'modle'")
+    assert_clean_error(run_cli("run", tmp_path / "missing.toml"), 2, "not found")
+    assert_clean_error(run_cli("run", "--precisions", "int4", "-o", tmp_path / "o"), 2, "precisions")
