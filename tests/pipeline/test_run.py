@@ -125,6 +125,8 @@ def test_toml_config_and_flag_override(tmp_path: Path, run_cli, monkeypatch) -> 
     settings = load_config(cfg_file)
     assert settings == {"model": "resnet18", "input_size": 32, "precisions": ("fp32", "int8"), "targets": ("cpu",), "batches": (2,)}
     assert RunConfig(**settings).calib == "fashion-mnist:train"
+    cfg_file.write_text('calib-size = "many"\n')
+    assert_clean_error(run_cli("run", cfg_file, "-o", tmp_path / "o"), 2, "calib-size must be int")
     cfg_file.write_text('modle = "resnet18"\n')
     assert_clean_error(run_cli("run", cfg_file, "-o", tmp_path / "o"), 2, "unknown setting 'modle'")
     assert_clean_error(run_cli("run", tmp_path / "missing.toml"), 2, "not found")

@@ -54,6 +54,8 @@ class RunConfig:
 
 
 _TUPLES = {"precisions", "targets", "batches", "mean", "std"}
+_INTS = {"num_classes", "input_size", "calib_size", "val_limit", "warmup", "iters", "max_batch"}
+_FLOATS = {"max_drop", "max_seconds"}
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -82,5 +84,11 @@ def load_config(path: str | Path) -> dict[str, Any]:
             value = tuple(v.strip() for v in value.split(","))
             if name == "batches":
                 value = tuple(int(v) for v in value)
+        expected = int if name in _INTS else float if name in _FLOATS else tuple if name in _TUPLES else str
+        ok = isinstance(value, expected) and not isinstance(value, bool)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise UsageError(f"{p}: {key} must be {expected.__name__ if expected is not tuple else 'a list'}, got {value!r}")
         out[name] = value
     return out

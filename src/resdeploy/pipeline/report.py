@@ -200,6 +200,7 @@ def _manifest(out: Path, extra_roots: list[Path], cfg: RunConfig, env: dict[str,
 def write_outputs(
     out: Path,
     cfg: RunConfig,
+    slug: str,
     export_info: dict[str, Any],
     quant_reports: dict[str, Any],
     accuracy: dict[str, Any],
@@ -225,7 +226,7 @@ def write_outputs(
         from .triton import write_repository
 
         repo = Path(cfg.triton_repo)
-        write_repository(repo, _triton_models(cfg, report, variants))
+        write_repository(repo, _triton_models(cfg, slug, variants))
         report["triton_repo"] = str(repo)
         extra.append(repo)
     _io.write_json(out / "report.json", report)
@@ -234,13 +235,12 @@ def write_outputs(
     return report
 
 
-def _triton_models(cfg: RunConfig, report: dict[str, Any], variants: list[Any]) -> list[Any]:
+def _triton_models(cfg: RunConfig, slug: str, variants: list[Any]) -> list[Any]:
     from ..build import inspect_onnx, load_record
     from ..runtime import Artifact
     from .triton import TritonModel
 
     models = []
-    slug = cfg.model.removeprefix("zoo:").replace(":", "-").replace("/", "-")
     for v in variants:
         if v.path is None:
             continue

@@ -62,8 +62,9 @@ def _model_identity(spec: ModelSpec) -> dict[str, Any]:
 
 
 def _slug(cfg: RunConfig) -> str:
-    text = cfg.model.removeprefix("zoo:")
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(text).stem if text) or "model"
+    """A file- and Triton-safe name for the model: ``zoo:fashion-resnet18`` -> ``fashion-resnet18``."""
+    stem = Path(cfg.model.removeprefix("zoo:")).stem
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in stem) or "model"
 
 
 def _variants(cfg: RunConfig, out: Path, slug: str) -> list[Variant]:
@@ -186,7 +187,7 @@ def run_pipeline(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
 
     from .report import write_outputs
 
-    report = write_outputs(out, cfg, export_info, quant_reports, accuracy, latency, [*variants, *plans],
+    report = write_outputs(out, cfg, slug, export_info, quant_reports, accuracy, latency, [*variants, *plans],
                            stages, env, argv or sys.argv)
     return RunResult(out, report, stages)
 
