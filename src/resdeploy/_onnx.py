@@ -87,6 +87,33 @@ def session(
     return ort.InferenceSession(src, opts, providers=providers or ["CPUExecutionProvider"])
 
 
+def image_input(model: onnx.ModelProto) -> tuple[str, tuple[int | None, int, int, int]]:
+    """The one image input: its name and shape (N, C, H, W), N None when the batch is dynamic."""
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise UsageError(f"the model has {len(inputs)} inputs; resdeploy handles single-input image classifiers")
+    dims = inputs[0].type.tensor_type.shape.dim
+    shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+    if len(shape) != 4 or any(s is None for s in shape[1:]):
+        raise UsageError(f"input shape {shape} is not (N, C, H, W) with fixed C, H, W")
+    n, c, h, w = shape
+    return inputs[0].name, (n, int(c or 0), int(h or 0), int(w or 0))
+
+
+def precision(model: onnx.ModelProto) -> str:
+    """fp32 | fp16 | int8: from resdeploy's metadata, else from the graph's ops and weights."""
+    meta = metadata(model)
+    if "resdeploy.precision" in meta:
+        return meta["resdeploy.precision"]
+    ops = {n.op_type for n in model.graph.node}
+    if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger"}:
+        return "int8"
+    if any(t.data_type == 10 for t in model.graph.initializer):  # FLOAT16
+        return "fp16"
+    return "fp32"
+
+
 def count_ops(model: onnx.ModelProto) -> dict[str, int]:
     counts: dict[str, int] = {}
     for node in model.graph.node:

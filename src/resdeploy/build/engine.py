@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__, _io, _onnx
-from ..errors import BackendUnavailableError, BuildError, UsageError
+from ..errors import BackendUnavailableError, BuildError
 from ._trt import INSTALL_HINT, cuda_device, import_tensorrt
 from .recipe import BuildConfig, Recipe, choose_recipe, profile_shapes
 from .record import RECORD_SCHEMA, record_path
@@ -46,17 +46,9 @@ class BuildResult:
 
 def inspect_onnx(path: str | Path) -> OnnxInfo:
     """What the build needs to know of the ONNX, without TensorRT."""
-    from ..runtime.artifact import Artifact
-
     model = _onnx.load(path)
-    inits = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in inits]
-    if len(inputs) != 1:
-        raise UsageError(f"{path} has {len(inputs)} inputs; resdeploy builds single-input classifiers")
-    dims = inputs[0].type.tensor_type.shape.dim
-    shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
-    precision = Artifact.resolve(str(path)).precision
-    return OnnxInfo(Path(path), inputs[0].name, shape, precision, _onnx.metadata(model), _io.sha256_file(path))
+    name, shape = _onnx.image_input(model)
+    return OnnxInfo(Path(path), name, shape, _onnx.precision(model), _onnx.metadata(model), _io.sha256_file(path))
 
 
 def _progress_monitor(trt: Any) -> Any:

@@ -215,7 +215,7 @@ def fold_bn_file(src: str | Path, output: str | Path, *, seed: int = 0) -> FoldR
     result = _fold.fold_bn_onnx(proto)
     if result.folded == 0 and result.remaining == 0:
         log.info("%s holds no BatchNormalization; writing it unchanged", src)
-    shape = _input_shape(proto)
+    shape = _onnx.image_input(proto)[1]
     batches = (1, 4) if shape[0] is None else (shape[0],)
     checks = _verify.compare(
         proto, _verify.onnx_reference(reference_model), input_shape=shape[1:], batches=batches, seed=seed,
@@ -223,15 +223,3 @@ def fold_bn_file(src: str | Path, output: str | Path, *, seed: int = 0) -> FoldR
     )
     _io.write_bytes(out, _onnx.serialize(proto))
     return FoldResult(out, result.folded, result.remaining, reset, checks)
-
-
-def _input_shape(proto: onnx.ModelProto) -> tuple[Any, ...]:
-    inits = {t.name for t in proto.graph.initializer}
-    inputs = [i for i in proto.graph.input if i.name not in inits]
-    if len(inputs) != 1:
-        raise UsageError(f"expected one image input, found {len(inputs)}; resdeploy handles single-input classifiers")
-    dims = inputs[0].type.tensor_type.shape.dim
-    shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
-    if len(shape) != 4 or any(s is None for s in shape[1:]):
-        raise UsageError(f"input shape {shape} is not (N, C, H, W) with fixed C, H, W")
-    return shape

@@ -93,15 +93,9 @@ def _load_fp32(src: str | Path) -> tuple[onnx.ModelProto, Preprocess | None]:
     return model, Preprocess.from_metadata(_onnx.metadata(model))
 
 
-def _input_name(model: onnx.ModelProto) -> str:
-    inits = {t.name for t in model.graph.initializer}
-    return next(i.name for i in model.graph.input if i.name not in inits)
-
-
 def _dataset_inputs(dataset: Dataset, pre: Preprocess | None, model: onnx.ModelProto, src: str | Path) -> Preprocess:
     """The preprocessing for ``dataset``, checked against the model's input shape."""
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    shape = tuple(d.dim_value for d in dims[1:])
+    shape = _onnx.image_input(model)[1][1:]
     if pre is None:
         if not dataset.preprocessed:
             raise UsageError(
@@ -168,13 +162,13 @@ def quantize(src: str | Path, output: str | Path, config: QuantizeConfig) -> Qua
     start = time.perf_counter()
     out = _io.check_writable(output)
     fp32, pre = _load_fp32(src)
-    name = _input_name(fp32)
+    name = _onnx.image_input(fp32)[0]
     report = QuantizeReport(path=str(out), precision=config.precision, target=config.target, seconds=0.0)
     meta = _onnx.metadata(fp32)
 
     if config.precision == "fp16":
         model = _qdq.to_fp16(fp32)
-        shape = tuple(d.dim_value for d in fp32.graph.input[0].type.tensor_type.shape.dim[1:])
+        shape = _onnx.image_input(fp32)[1][1:]
         report.verify = _verify_fp16(fp32, model, shape)
         if config.val:
             val = load_dataset(config.val, default_split="test")

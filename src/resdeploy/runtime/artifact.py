@@ -16,18 +16,6 @@ __all__ = ["PLAN_SUFFIXES", "Artifact"]
 PLAN_SUFFIXES = (".plan", ".engine", ".trt")
 
 
-def _onnx_precision(model: Any) -> str:
-    meta = _onnx.metadata(model)
-    if "resdeploy.precision" in meta:
-        return meta["resdeploy.precision"]
-    ops = {n.op_type for n in model.graph.node}
-    if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger"}:
-        return "int8"
-    if any(t.data_type == 10 for t in model.graph.initializer):  # FLOAT16
-        return "fp16"
-    return "fp32"
-
-
 @dataclass
 class Artifact:
     """A resolved ARTIFACT argument; ``kind`` is ``onnx``, ``plan`` or ``model``."""
@@ -45,10 +33,8 @@ class Artifact:
         p = Path(text)
         if p.suffix == ".onnx":
             model = _onnx.load(p)  # clear error when missing or corrupt
-            inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
-            dim0 = inputs[0].type.tensor_type.shape.dim[0] if inputs else None
-            batch = dim0.dim_value if dim0 is not None and dim0.HasField("dim_value") else None
-            return cls(text, "onnx", p, _onnx.metadata(model), _onnx_precision(model), batch)
+            batch = _onnx.image_input(model)[1][0]
+            return cls(text, "onnx", p, _onnx.metadata(model), _onnx.precision(model), batch)
         if p.suffix in PLAN_SUFFIXES:
             if not p.is_file():
                 raise UsageError(f"{p} not found; check the path or build it with `resdeploy build`")

@@ -118,9 +118,8 @@ def _input_chw(artifact: Artifact) -> tuple[int, int, int]:
     if artifact.kind == "onnx" and artifact.path is not None:
         from .. import _onnx
 
-        model = _onnx.load(artifact.path)
-        dims = model.graph.input[0].type.tensor_type.shape.dim
-        return (dims[1].dim_value, dims[2].dim_value, dims[3].dim_value)
+        _, shape = _onnx.image_input(_onnx.load(artifact.path))
+        return shape[1:]
     raise UsageError(f"cannot tell the input shape of {artifact.text}; export it with `resdeploy export`")
 
 
