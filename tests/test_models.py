@@ -34,14 +34,88 @@ def test_torchscript_file_exports(tmp_path: Path, run_cli) -> None:
     assert {p.key: p.value for p in model.metadata_props}["resdeploy.num_classes"] == "4"
 
 
-def test_pickled_module_file(tmp_path: Path) -> None:
+class Payload:
+    """Unpickling this writes a file: the side effect an untrusted .pt could have."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def test_pickled_module_is_refused_without_running_it(tmp_path: Path, run_cli) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": Payload(marker)}, path)
+    r = run_cli("export", path, "--input-size", "32", "-o", tmp_path / "x.onnx")
+    assert_clean_error(r, 2, "pickled module", "--trust-pickle", "torch.export.save")
+    assert not marker.exists(), "unpickling ran code"
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_pickled_module_file_with_trust_pickle(tmp_path: Path) -> None:
     path = tmp_path / "full.pt"
     torch.save(tiny_resnet(), path)
-    loaded = load_model(ModelSpec(str(path), input_size=32))
+    with pytest.raises(ModelSpecError, match="--trust-pickle"):
+        load_model(ModelSpec(str(path), input_size=32))
+    loaded = load_model(ModelSpec(str(path), input_size=32, trust_pickle=True))
     assert loaded.num_classes == 4
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         np.testing.assert_allclose(loaded.module(x).numpy(), tiny_resnet()(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_torch_export_program_is_a_safe_model_format(tmp_path: Path, run_cli) -> None:
+    module = tiny_resnet()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(module, (torch.zeros(2, 3, 32, 32),), dynamic_shapes={"x": {0: batch}})
+    path = tmp_path / "m.pt2"
+    torch.export.save(program, str(path))
+    out = tmp_path / "m.onnx"
+    r = run_cli("export", path, "--input-size", "32", "-o", out)
+    assert r.code == 0, r.err
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, module(torch.from_numpy(x)).numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("forward, found", [
+    ("return (self.net(x), self.net(x))", "a tuple of 2 values"),
+    ("return {'logits': self.net(x)}", "a dict with keys ['logits']"),
+    ("return self.net(x)[:, :, None]", "a tensor of shape (2, 4, 1)"),
+])
+def test_models_that_are_not_classifiers_are_named(tmp_path: Path, monkeypatch, run_cli, forward, found) -> None:
+    (tmp_path / "odd.py").write_text(
+        "import torch, torchvision\n"
+        "class M(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(); self.net = torchvision.models.resnet18(num_classes=4)\n"
+        f"    def forward(self, x):\n        {forward}\n"
+        "def build():\n    return M()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("odd", None)
+    r = run_cli("export", "odd:build", "--input-size", "32", "-o", tmp_path / "x.onnx")
+    assert_clean_error(r, 2, found, "(N, classes) logits")
+    sys.modules.pop("odd", None)
+
+
+def test_model_with_one_input_channel_is_named(tmp_path: Path, monkeypatch, run_cli) -> None:
+    (tmp_path / "grey.py").write_text(
+        "import torch, torchvision\n"
+        "def build():\n"
+        "    m = torchvision.models.resnet18(num_classes=4)\n"
+        "    m.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)\n"
+        "    return m\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    r = run_cli("export", "grey:build", "--input-size", "32", "-o", tmp_path / "x.onnx")
+    assert_clean_error(r, 2, "does not accept an input of shape (2, 3, 32, 32)", "N x 3 x H x W")
+    sys.modules.pop("grey", None)
 
 
 def test_state_dict_given_as_module_file_is_explained(tmp_path: Path) -> None:

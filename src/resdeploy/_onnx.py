@@ -18,16 +18,70 @@ if TYPE_CHECKING:
 MAX_IR_VERSION = 10
 
 
+def _external_locations(model: onnx.ModelProto) -> list[str]:
+    """The ``location`` of every tensor stored outside the .onnx file (initializers and
+    attribute tensors, subgraphs included)."""
+    from onnx.external_data_helper import _get_all_tensors
+
+    locations = []
+    for t in _get_all_tensors(model):
+        if t.data_location == 1:  # TensorProto.EXTERNAL
+            entry = {e.key: e.value for e in t.external_data}
+            locations.append(entry.get("location", ""))
+    return locations
+
+
+def check_external_data(model: onnx.ModelProto, path: Path) -> None:
+    """Refuse, before reading anything, external data that points outside the model's folder
+    (absolute paths, ``..``, symbolic links that leave it): an ONNX file is untrusted input."""
+    folder = path.resolve().parent
+    for loc in _external_locations(model):
+        target = (folder / loc).resolve()
+        if not loc or Path(loc).is_absolute() or not target.is_relative_to(folder):
+            raise UsageError(
+                f"{path} stores tensor data at {loc!r}, outside its own folder; refusing to read it: keep the "
+                "external data files beside the .onnx (re-save it with onnx.save(..., location=NAME))"
+            )
+        if not target.is_file():
+            raise UsageError(f"{path} needs its external data file {loc!r} beside it; copy it there")
+
+
 def load(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """Read an ONNX file; its external data only from its own folder (see :func:`check_external_data`)."""
     import onnx
+    from onnx.external_data_helper import load_external_data_for_model
 
     p = Path(path)
     if not p.is_file():
-        raise UsageError(f"{p} not found; check the path")
+        raise UsageError(f"{p} not found; check the path" if not p.is_dir() else f"{p} is a folder; give an .onnx file")
     try:
-        return onnx.load(str(p))
-    except Exception as exc:  # noqa: BLE001 - protobuf raises its own DecodeError family
-        raise UsageError(f"{p} is not a readable ONNX model ({type(exc).__name__}); re-export it") from None
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:
+        raise UsageError(f"{p} is not a readable ONNX model ({type(exc).__name__}); re-export it") from exc
+    if _external_locations(model):
+        check_external_data(model, p)
+        load_external_data_for_model(model, str(p.resolve().parent))
+    return model
+
+
+def check_classifier(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+    """One N x 3 x H x W input and one (N, classes) output, or a one-line error naming what was found."""
+    _, shape = image_input(model)
+    if shape[1] != 3:
+        raise UsageError(f"{path} takes {shape[1]} channels ({_dims(shape)}); resdeploy deploys classifiers of "
+                         "N x 3 x H x W images")
+    outputs = list(model.graph.output)
+    if len(outputs) != 1:
+        raise UsageError(f"{path} has {len(outputs)} outputs ({', '.join(o.name for o in outputs)}); resdeploy deploys "
+                         "classifiers with one (N, classes) logits output: export only the logits")
+    dims = outputs[0].type.tensor_type.shape.dim
+    if outputs[0].type.tensor_type.HasField("shape") and len(dims) != 2:
+        raise UsageError(f"{path}'s output {outputs[0].name!r} has rank {len(dims)}; a classifier returns "
+                         "(N, classes) logits")
+
+
+def _dims(shape: tuple[int | None, ...]) -> str:
+    return " x ".join("N" if d is None else str(d) for d in shape)
 
 
 def metadata(model: onnx.ModelProto) -> dict[str, str]:
@@ -65,8 +119,10 @@ def session(
     threads: int | None = None,
     providers: list[Any] | None = None,
     optimization: str = "all",
+    spin: bool = True,
 ) -> ort.InferenceSession:
-    """An ONNX Runtime session (CPU by default); ``threads`` sets the intra-op pool size."""
+    """An ONNX Runtime session (CPU by default); ``threads`` sets the intra-op pool size;
+    ``spin=False`` stops idle pool threads busy-waiting (when other work shares the cores)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -79,6 +135,8 @@ def session(
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     src: Any = model
     if hasattr(model, "SerializeToString"):
         src = serialize(model)  # type: ignore[arg-type]
@@ -96,7 +154,8 @@ def image_input(model: onnx.ModelProto) -> tuple[str, tuple[int | None, int, int
     dims = inputs[0].type.tensor_type.shape.dim
     shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
     if len(shape) != 4 or any(s is None for s in shape[1:]):
-        raise UsageError(f"input shape {shape} is not (N, C, H, W) with fixed C, H, W")
+        raise UsageError(f"input {inputs[0].name!r} has shape ({_dims(shape)}), not N x C x H x W with fixed C, H, W; "
+                         "resdeploy deploys image classifiers")
     n, c, h, w = shape
     return inputs[0].name, (n, int(c or 0), int(h or 0), int(w or 0))
 

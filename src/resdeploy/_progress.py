@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -25,3 +26,15 @@ def track(iterable: Iterable[T], *, total: int | None = None, desc: str = "", un
     # disable=None: no bar when stderr is not a terminal (CI logs stay readable).
     with tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True, disable=None) as bar:
         yield from bar
+
+
+@contextlib.contextmanager
+def counter(total: int, *, desc: str = "", unit: str = "it") -> Iterator[Callable[[int], None]]:
+    """A bar advanced by hand (``advance(n)``): rates in ``unit``/s, e.g. images per second."""
+    if not _enabled:
+        yield lambda n: None
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True, disable=None) as bar:
+        yield bar.update

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
@@ -22,6 +23,16 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"error: {message}; see `{self.prog} --help`\n")
         raise SystemExit(2)
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default once: not when it is None or False, nor when the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or action.default in (None, False, argparse.SUPPRESS) or action.option_strings == []:
+            return text
+        return super()._get_help_string(action) or text
 
 
 def _default(cls: type, name: str) -> Any:
@@ -51,12 +62,24 @@ def _batch_spec(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"{text!r}: use 'dynamic' or a positive integer") from None
 
 
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give batch sizes as 1,8,32") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: batch sizes must be positive integers")
+    return values
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="torchvision weights enum name (e.g. IMAGENET1K_V2) or a state_dict .pth path")
     p.add_argument("--num-classes", type=_positive_int, help="classifier width (default: from the weights, else 1000)")
     p.add_argument("--input-size", type=_positive_int, help="square input side in pixels (default: from the model)")
     p.add_argument("--mean", help="normalisation mean R,G,B (default: from the model, ImageNet for builders)")
     p.add_argument("--std", help="normalisation std R,G,B (default: from the model)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a MODEL file that is a pickled module (unpickling can run any code in it)")
 
 
 def _model_spec(args: argparse.Namespace, spec: str | None = None) -> Any:
@@ -70,7 +93,25 @@ def _model_spec(args: argparse.Namespace, spec: str | None = None) -> Any:
         input_size=args.input_size,
         mean=parse_triplet(args.mean, "mean") if args.mean else None,
         std=parse_triplet(args.std, "std") if args.std else None,
+        trust_pickle=args.trust_pickle,
     )
+
+
+def _short(artifact: str) -> str:
+    return Path(artifact).name if artifact.endswith((".onnx", ".plan", ".engine")) else artifact
+
+
+def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, c in enumerate(columns):
+        table.add_column(c, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*r)
+    # Not a terminal (CI logs, pipes): wide enough that nothing is truncated.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -91,8 +132,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"exported {model.description} -> {r.path}")
     print(f"  opset {config.opset}, batch {'dynamic' if config.batch is None else config.batch}, "
           f"input {list(model.preprocess.input_shape)}, {model.num_classes} classes")
-    print(f"  BatchNorm folded: {r.bn_folded_torch} in torch, {r.bn_folded_onnx} in ONNX "
-          f"(model had {r.bn_in_model})")
+    print(f"  BatchNorm folded: {r.bn_folded_torch} in torch, {r.bn_folded_onnx} in ONNX (model had {r.bn_in_model})")
     print(f"  nodes: {r.nodes_exported} exported -> {r.nodes_final} after "
           f"{'onnxsim' if r.simplified else 'folding (onnxsim skipped)'}")
     print(f"  verified against torch in ONNX Runtime, max |error|: {checks}")
@@ -113,160 +153,6 @@ def cmd_fold_bn(args: argparse.Namespace) -> int:
     return 0
 
 
-def _batches(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give batch sizes as 1,8,32") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: batch sizes must be positive integers")
-    return values
-
-
-def _short(artifact: str) -> str:
-    from pathlib import Path
-
-    return Path(artifact).name if artifact.endswith((".onnx", ".plan", ".engine")) else artifact
-
-
-def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for i, c in enumerate(columns):
-        table.add_column(c, justify="left" if i == 0 else "right")
-    for r in rows:
-        table.add_row(*r)
-    # Not a terminal (CI logs, pipes): wide enough that nothing is truncated.
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from ._io import check_writable, write_json
-    from .runtime import Artifact, BenchConfig, benchmark, benchmark_isolated, environment
-    from .runtime.registry import check_backend
-
-    config = BenchConfig(batches=args.batch, warmup=args.warmup, iters=args.iters,
-                         max_seconds=args.max_seconds, threads=args.threads)
-    if args.json:
-        check_writable(args.json)
-    artifacts = [Artifact.resolve(a) for a in args.artifacts]
-    for art in artifacts:  # fail fast, before any timing, on a backend that cannot run here
-        check_backend(art, args.backend)
-    results = []
-    for art in artifacts:
-        if args.in_process:
-            results += benchmark(art, args.backend, config)
-        else:
-            results += benchmark_isolated(art.text, args.backend, config)
-    env = environment(args.threads, "in-process" if args.in_process else "one process per artifact")
-    rows = [[_short(r.artifact), r.backend, r.precision, str(r.batch), f"{r.latency_ms['p50']:.2f}",
-             f"{r.latency_ms['p90']:.2f}", f"{r.latency_ms['p99']:.2f}", f"{r.latency_ms['mean']:.2f}",
-             f"{r.throughput_ips:.1f}", str(r.iters)] for r in results]
-    _print_table(f"latency (ms) on {env['cpu']}, {env['threads']} threads, {env['isolation']}",
-                 ["artifact", "backend", "precision", "batch", "p50", "p90", "p99", "mean", "img/s", "iters"], rows)
-    if args.json:
-        write_json(args.json, {"results": [r.to_dict() for r in results], "env": env,
-                               "config": {"warmup": config.warmup, "iters": config.iters, "max_seconds": config.max_seconds}})
-        print(f"wrote {args.json}")
-    return 0
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from ._io import check_writable, write_json
-    from .data import load_dataset
-    from .runtime import Artifact, EvalConfig, evaluate
-
-    config = EvalConfig(limit=args.limit, batch_size=args.eval_batch, threads=args.threads)
-    if args.json:
-        check_writable(args.json)
-    artifacts = [Artifact.resolve(a) for a in args.artifacts]
-    reference = Artifact.resolve(args.reference) if args.reference else None
-    dataset = load_dataset(args.data)
-    report = evaluate(artifacts, dataset, reference=reference, backend=args.backend, config=config)
-    ref = report.reference
-    rows = [[f"{_short(ref['artifact'])} (reference)", ref["backend"], "fp32", str(ref["n"]), f"{100 * ref['top1']:.2f}",
-             f"{100 * ref['top5']:.2f}", "-", "-"]]
-    for r in report.results:
-        rows.append([_short(r.artifact), r.backend, r.precision, str(r.n), f"{100 * r.top1:.2f}", f"{100 * r.top5:.2f}",
-                     f"{100 * r.agreement_top1:.2f}", f"{r.max_abs_logit_err:.3g}"])
-    _print_table(f"accuracy on {report.data}", ["artifact", "backend", "precision", "n", "top-1 %", "top-5 %",
-                                                 "agree %", "max |dlogit|"], rows)
-    if args.json:
-        write_json(args.json, report.to_dict())
-        print(f"wrote {args.json}")
-    return 0
-
-
-def cmd_build(args: argparse.Namespace) -> int:
-    from .build import (
-        BuildConfig,
-        build_engine,
-        choose_recipe,
-        format_command,
-        inspect_onnx,
-        profile_shapes,
-        trtexec_command,
-    )
-    from .build._trt import import_tensorrt
-
-    config = BuildConfig(min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
-                         workspace_mib=args.workspace, timing_cache=args.timing_cache, dla_core=args.dla_core)
-    if args.print_trtexec:
-        trt = import_tensorrt()
-        version = args.trt_version or (trt.__version__ if trt is not None else "10")
-        info = inspect_onnx(args.input)
-        recipe = choose_recipe(version, info.precision, config)
-        cmd = trtexec_command(str(args.input), str(args.output), input_name=info.input_name,
-                              shapes=profile_shapes(info.input_shape, config), recipe=recipe, config=config)
-        print(f"# TensorRT {recipe.generation}, {info.precision} ONNX")
-        print(format_command(cmd))
-        return 0
-    if args.trt_version:
-        raise UsageError("--trt-version goes with --print-trtexec; a build uses the installed TensorRT")
-    r = build_engine(args.input, args.output, config)
-    rec = r.record
-    print(f"built {r.plan} with TensorRT {rec['tensorrt_version']} on {rec['gpu']} (sm {rec['compute_capability']})")
-    print(f"  {rec['precision']} ONNX, recipe for TensorRT {rec['recipe']['generation']}: "
-          f"strongly typed {rec['recipe']['strongly_typed']}, flags +{rec['recipe']['set_flags']} -{rec['recipe']['cleared_flags']}")
-    print(f"  profile {rec['profile']}; record {r.plan}.json; {r.seconds:.0f} s")
-    return 0
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from .pipeline import RunConfig, load_config, run_pipeline, summary_rows
-    from .preprocess import parse_triplet
-
-    settings = load_config(args.config) if args.config else {}
-    flags = {
-        "model": args.model, "weights": args.weights, "num_classes": args.num_classes, "input_size": args.input_size,
-        "mean": parse_triplet(args.mean, "mean") if args.mean else None,
-        "std": parse_triplet(args.std, "std") if args.std else None,
-        "calib": args.calib, "calib_size": args.calib_size, "calib_method": args.calib_method, "val": args.val,
-        "val_limit": args.val_limit, "max_drop": args.max_drop,
-        "precisions": tuple(args.precisions.split(",")) if args.precisions else None,
-        "targets": tuple(args.targets.split(",")) if args.targets else None,
-        "batches": args.batch, "iters": args.iters, "warmup": args.warmup, "max_seconds": args.max_seconds,
-        "output": args.output, "triton_repo": args.triton_repo,
-    }
-    settings.update({k: v for k, v in flags.items() if v is not None})  # flags override the file
-    try:
-        cfg = RunConfig(**settings)
-    except TypeError as exc:
-        raise UsageError(f"bad setting: {exc}") from None
-    result = run_pipeline(cfg, ["resdeploy", *args.argv])
-    cols, rows = summary_rows(result.report)
-    ref = result.report["reference"]
-    _print_table(f"{cfg.model} on {cfg.val}: FP32 torch top-1 {100 * ref['top1']:.2f} % over {ref['n']} images",
-                 cols, rows)
-    total = sum(s["seconds"] for s in result.stages)
-    reused = sum(1 for s in result.stages if s.get("reused"))
-    print(f"report: {result.outdir / 'report.md'} (+ report.json, manifest.json, plots/); "
-          f"{len(result.stages)} stages in {total:.0f} s, {reused} reused")
-    return 0
-
-
 def cmd_quantize(args: argparse.Namespace) -> int:
     from .quantize import QuantizeConfig, quantize, report_path
 
@@ -280,7 +166,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     print(f"quantized {args.input} -> {r.path}: {what}")
     if r.calib:
         print(f"  calibration: {r.calib['images']} images of {r.calib['data']}, {r.calib['method']}, seed {r.calib['seed']}")
-        print(f"  quantizable layers: {r.units}; ops: " + ", ".join(f"{k} {v}" for k, v in r.ops.items() if k in ("QuantizeLinear", "DequantizeLinear", "Cast")))
+        qdq = ", ".join(f"{k} {v}" for k, v in r.ops.items() if k in ("QuantizeLinear", "DequantizeLinear", "Cast"))
+        print(f"  quantizable layers: {r.units}; ops: {qdq}")
     if r.verify:
         worst = max(c["max_abs_err"] for c in r.verify["checks"])
         print(f"  verified against FP32 on seeded inputs: max |error| {worst:.3g}")
@@ -290,46 +177,175 @@ def cmd_quantize(args: argparse.Namespace) -> int:
               f"(drop {b['drop_pp']:.3f} pp, budget {b['max_drop_pp']} pp)")
     if r.fallback:
         print(f"  fell back to higher precision ({len(r.fallback)}): {', '.join(r.fallback)}")
+    if r.layers:
+        worst3 = sorted(r.layers, key=lambda x: x["sqnr_db"])[:3]
+        print("  lowest SQNR against FP32: " + ", ".join(
+            f"{x['module']} ({x['kind']}) {x['sqnr_db']:.1f} dB" for x in worst3))
     print(f"  report: {report_path(r.path)}; {r.seconds:.1f} s")
     return 0
 
 
-# --- parser ---------------------------------------------------------------------------------
+def cmd_build(args: argparse.Namespace) -> int:
+    from ._tensorrt import import_tensorrt
+    from .engine import BuildConfig, build_engine, inspect_onnx, trtexec_line
+
+    config = BuildConfig(min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
+                         workspace_mib=args.workspace, timing_cache=args.timing_cache, dla_core=args.dla_core)
+    if args.print_trtexec:
+        trt = import_tensorrt()
+        version = args.trt_version or (trt.__version__ if trt is not None else "10.3")
+        info = inspect_onnx(args.input)
+        line = trtexec_line(info, str(args.output), version, config)
+        source = "given" if args.trt_version else "installed" if trt is not None else "default, none installed"
+        print(f"# TensorRT {version} ({source}), {info.precision} ONNX; recipe for TensorRT {line.recipe.generation}")
+        for note in line.recipe.notes:
+            print(f"# {note}")
+        print(line.text)
+        return 0
+    if args.trt_version:
+        raise UsageError("--trt-version goes with --print-trtexec; a build uses the installed TensorRT")
+    r = build_engine(args.input, args.output, config)
+    rec = r.record
+    print(f"built {r.plan} with TensorRT {rec['tensorrt_version']} on {rec['gpu']} (sm {rec['compute_capability']})")
+    print(f"  {rec['precision']} ONNX, recipe for TensorRT {rec['recipe']['generation']}: "
+          f"strongly typed {rec['recipe']['strongly_typed']}, flags +{rec['recipe']['set_flags']} -{rec['recipe']['cleared_flags']}")
+    print(f"  profile {rec['profile']}; record {r.plan}.json; {r.seconds:.0f} s")
+    return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _bench_rows(results: list[Any]) -> list[list[str]]:
+    return [[_short(r.artifact), r.backend, r.precision, str(r.batch), f"{r.latency_ms['p50']:.2f}",
+             f"{r.latency_ms['p90']:.2f}", f"{r.latency_ms['p99']:.2f}", f"{r.latency_ms['mean']:.2f}",
+             f"{r.throughput_ips:.1f}", str(r.iters)] for r in results]
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ._io import check_writable, write_json
+    from .runtime import Artifact, BenchConfig, benchmark, benchmark_isolated, check_backend, environment
+
+    config = BenchConfig(batches=args.batch, warmup=args.warmup, iters=args.iters,
+                         max_seconds=args.max_seconds, threads=args.threads)
+    if args.json:
+        check_writable(args.json)
+    artifacts = [Artifact.resolve(a, trust_pickle=args.trust_pickle) for a in args.artifacts]
+    for art in artifacts:  # fail fast, before any timing, on a backend that cannot run here
+        check_backend(art, args.backend)
+    results = []
+    for art in artifacts:
+        if args.in_process:
+            results += benchmark(art, args.backend, config)
+        else:
+            results += benchmark_isolated(art.text, args.backend, config, {"trust_pickle": args.trust_pickle})
+    env = environment(args.threads, "in-process" if args.in_process else "one process per artifact")
+    _print_table(f"latency (ms) on {env['cpu']}, {env['threads']} threads, {env['isolation']}",
+                 ["artifact", "backend", "precision", "batch", "p50", "p90", "p99", "mean", "img/s", "iters"],
+                 _bench_rows(results))
+    for warning in env.get("warnings", []):
+        log.warning("%s", warning)
+    if args.json:
+        write_json(args.json, {"results": [r.to_dict() for r in results], "env": env,
+                               "config": {"warmup": config.warmup, "iters": config.iters, "max_seconds": config.max_seconds}})
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ._io import check_writable, write_json
+    from .runtime import Artifact, EvalConfig, evaluate
+
+    config = EvalConfig(limit=args.limit, batch_size=args.eval_batch, threads=args.threads, workers=args.workers)
+    if args.json:
+        check_writable(args.json)
+    artifacts = [Artifact.resolve(a, trust_pickle=args.trust_pickle) for a in args.artifacts]
+    reference = Artifact.resolve(args.reference, trust_pickle=args.trust_pickle) if args.reference else None
+    report = evaluate(artifacts, args.data, reference=reference, backend=args.backend, config=config,
+                      trust_pickle=args.trust_pickle)
+    ref = report.reference
+    lo, hi = ref["top1_ci95"]
+    rows = [[f"{_short(ref['artifact'])} (reference)", ref["backend"], "fp32", str(ref["n"]), _pct(ref["top1"]),
+             f"{_pct(lo)}-{_pct(hi)}", _pct(ref["top5"]), "-", "-", "-"]]
+    for r in report.results:
+        rows.append([_short(r.artifact), r.backend, r.precision, str(r.n), _pct(r.top1),
+                     f"{_pct(r.top1_ci95[0])}-{_pct(r.top1_ci95[1])}", _pct(r.top5), _pct(r.agreement_top1),
+                     f"{r.drop_pp:+.2f} (p={r.drop_p_value:.2g})", f"{r.max_abs_logit_err:.3g}"])
+    _print_table(f"accuracy on {report.data}", ["artifact", "backend", "precision", "n", "top-1 %", "95% CI",
+                                                 "top-5 %", "agree %", "drop pp", "max |dlogit|"], rows)
+    for r in report.results:
+        print(f"  {_short(r.artifact)}: {r.drop_words}")
+    t = report.timing
+    print(f"  {t['wall_seconds']:.1f} s: decoding {t['decode_seconds']:.1f} s, each model alone")
+    if args.json:
+        write_json(args.json, report.to_dict())
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import RunConfig, load_config, run_pipeline, summary_rows
+    from .preprocess import parse_triplet
+
+    settings = load_config(args.config) if args.config else {}
+    flags = {
+        "model": args.model, "weights": args.weights, "num_classes": args.num_classes, "input_size": args.input_size,
+        "mean": parse_triplet(args.mean, "mean") if args.mean else None,
+        "std": parse_triplet(args.std, "std") if args.std else None,
+        "trust_pickle": True if args.trust_pickle else None,
+        "calib": args.calib, "calib_size": args.calib_size, "calib_method": args.calib_method, "val": args.val,
+        "val_limit": args.val_limit, "max_drop": args.max_drop,
+        "precisions": tuple(args.precisions.split(",")) if args.precisions else None,
+        "targets": tuple(args.targets.split(",")) if args.targets else None,
+        "batches": args.batch, "iters": args.iters, "warmup": args.warmup, "max_seconds": args.max_seconds,
+        "output": args.output, "triton_repo": args.triton_repo,
+    }
+    settings.update({k: v for k, v in flags.items() if v is not None})  # flags override the file
+    cfg = RunConfig.from_settings(settings)
+    result = run_pipeline(cfg, ["resdeploy", *args.argv])
+    cols, rows = summary_rows(result.report)
+    ref = result.report["reference"]
+    _print_table(f"{cfg.model} on {cfg.val}: FP32 torch top-1 {100 * ref['top1']:.2f} % over {ref['n']} images",
+                 cols, rows)
+    total = sum(s["seconds"] for s in result.stages)
+    reused = sum(1 for s in result.stages if s.get("reused"))
+    print(f"report: {result.outdir / 'report.md'} (+ report.json, manifest.json, plots/, bundle/); "
+          f"{len(result.stages)} stages in {total:.0f} s, {reused} reused")
+    return 0
+
+
+# --- parser: one function per subcommand ------------------------------------------------------
+
+Sub = Any  # argparse's private _SubParsersAction
+
+
+def _add_export(sub: Sub) -> None:
     from .export import ExportConfig
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    parser = _Parser(
-        prog="resdeploy",
-        description="A trained ResNet from PyTorch to a fast, verified edge deployment (ONNX, INT8, TensorRT).",
-        formatter_class=fmt,
-    )
-    parser.add_argument("--version", action="version", version=f"resdeploy {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    p = sub.add_parser("export", help="torch model -> verified, BN-folded, simplified ONNX", formatter_class=fmt)
-    p.add_argument("model", metavar="MODEL", help="resnet18|...|resnext101_64x4d, zoo:NAME, a module file, or pkg.mod:factory")
+    p = sub.add_parser("export", help="torch model -> verified, BN-folded, simplified ONNX", formatter_class=_Help)
+    p.add_argument("model", metavar="MODEL", help="resnet18|...|resnext101_64x4d, zoo:NAME, a model file, or pkg.mod:factory")
     p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
     _add_model_options(p)
     p.add_argument("--opset", type=int, default=_default(ExportConfig, "opset"), help="ONNX opset (TensorRT 8.6 reads <= 17)")
     p.add_argument("--batch", type=_batch_spec, default=_default(ExportConfig, "batch"), metavar="dynamic|N",
-                   help="batch dimension (None = dynamic)")
+                   help="batch dimension (default: dynamic)")
     p.add_argument("--no-fold-bn", action="store_true", help="keep BatchNormalization layers")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("fold-bn", help="fold Conv -> BatchNormalization pairs of an existing ONNX", formatter_class=fmt)
+
+def _add_fold_bn(sub: Sub) -> None:
+    p = sub.add_parser("fold-bn", help="fold Conv -> BatchNormalization pairs of an existing ONNX", formatter_class=_Help)
     p.add_argument("input", metavar="IN.onnx")
     p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
     p.set_defaults(func=cmd_fold_bn)
 
+
+def _add_quantize(sub: Sub) -> None:
     from .quantize import CALIB_METHODS, PRECISIONS, TARGETS, QuantizeConfig
 
-    p = sub.add_parser("quantize", help="FP16, or INT8 Q/DQ by calibration for TensorRT or the CPU", formatter_class=fmt)
+    p = sub.add_parser("quantize", help="FP16, or INT8 Q/DQ by calibration for TensorRT or the CPU", formatter_class=_Help)
     p.add_argument("input", metavar="IN.onnx")
     p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
     p.add_argument("--precision", required=True, choices=PRECISIONS)
@@ -340,77 +356,108 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-method", default=_default(QuantizeConfig, "calib_method"), choices=CALIB_METHODS,
                    help="activation threshold: percentile 99.99%%, TensorRT's entropy (KL), minmax or mse")
     p.add_argument("--seed", type=int, default=_default(QuantizeConfig, "seed"), help="calibration image selection")
-    p.add_argument("--val", metavar="DATA", help="validation data for --max-drop")
+    p.add_argument("--val", metavar="DATA", help="validation data for --max-drop and the per-layer report")
     p.add_argument("--max-drop", type=float, metavar="PP", help="largest top-1 drop allowed, in percentage points")
     p.add_argument("--val-limit", type=_positive_int, help="first N validation images only")
     p.add_argument("--fp32-remainder", action="store_true", help="tensorrt target: keep unquantized layers FP32, not FP16")
     p.set_defaults(func=cmd_quantize)
 
-    from .build import BuildConfig
 
-    p = sub.add_parser("build", help="TensorRT engine (.plan) with the recipe of the installed TensorRT", formatter_class=fmt)
+def _add_build(sub: Sub) -> None:
+    from .engine import BuildConfig
+
+    p = sub.add_parser("build", help="TensorRT engine (.plan) with the recipe of the installed TensorRT", formatter_class=_Help)
     p.add_argument("input", metavar="IN.onnx", help="FP32, FP16 or INT8 Q/DQ ONNX from resdeploy")
     p.add_argument("-o", "--output", required=True, metavar="OUT.plan")
     p.add_argument("--min-batch", type=_positive_int, default=_default(BuildConfig, "min_batch"), help="profile minimum batch")
     p.add_argument("--opt-batch", type=_positive_int, default=_default(BuildConfig, "opt_batch"), help="batch TensorRT tunes for")
     p.add_argument("--max-batch", type=_positive_int, default=_default(BuildConfig, "max_batch"), help="profile maximum batch")
     p.add_argument("--workspace", type=_positive_int, default=_default(BuildConfig, "workspace_mib"), metavar="MiB",
-                   help="workspace memory pool limit (None: TensorRT's default; keep it small on Jetson)")
+                   help="workspace memory pool limit (default: TensorRT's; keep it small on Jetson)")
     p.add_argument("--timing-cache", metavar="PATH", help="loaded if present, saved after the build")
-    p.add_argument("--dla-core", type=int, metavar="N", help="build for DLA core N with GPU fallback (Jetson; static batch)")
+    p.add_argument("--dla-core", type=int, metavar="N", help="build for DLA core N with GPU fallback (Jetson Orin; static batch)")
     p.add_argument("--print-trtexec", action="store_true", help="print the equivalent trtexec command instead (no TensorRT needed)")
-    p.add_argument("--trt-version", choices=("8.6", "10", "11"),
-                   help="with --print-trtexec: the TensorRT generation (default: the installed one, else 10)")
+    p.add_argument("--trt-version", metavar="X.Y[.Z]",
+                   help="with --print-trtexec: the TensorRT release, e.g. 8.6, 10.3, 10.13, 11.4.1 "
+                        "(default: the installed one, else 10.3)")
     p.set_defaults(func=cmd_build)
 
+
+def _add_run(sub: Sub) -> None:
     from .pipeline import RunConfig
 
-    p = sub.add_parser("run", help="the whole pipeline: export, quantize, build, eval, bench, report", formatter_class=fmt)
+    d = lambda name: _default(RunConfig, name)  # noqa: E731 - a short alias for the help strings
+    p = sub.add_parser("run", help="the whole pipeline: export, quantize, build, eval, bench, report", formatter_class=_Help)
     p.add_argument("config", nargs="?", metavar="CONFIG.toml", help="settings with the same names as the flags (flags win)")
-    p.add_argument("--model", help=f"MODEL spec (default: {_default(RunConfig, 'model')})")
+    p.add_argument("--model", help=f"MODEL spec (default: {d('model')})")
     _add_model_options(p)
-    p.add_argument("--calib", help=f"calibration DATA (default: {_default(RunConfig, 'calib')})")
-    p.add_argument("--calib-size", type=_positive_int, help=f"(default: {_default(RunConfig, 'calib_size')})")
-    p.add_argument("--calib-method", help=f"(default: {_default(RunConfig, 'calib_method')})")
-    p.add_argument("--val", help=f"validation DATA (default: {_default(RunConfig, 'val')})")
+    p.add_argument("--calib", help=f"calibration DATA (default: {d('calib')})")
+    p.add_argument("--calib-size", type=_positive_int, help=f"calibration images (default: {d('calib_size')})")
+    p.add_argument("--calib-method", help=f"calibration method (default: {d('calib_method')})")
+    p.add_argument("--val", help=f"validation DATA (default: {d('val')})")
     p.add_argument("--val-limit", type=_positive_int, help="first N validation images only (default: all)")
     p.add_argument("--max-drop", type=float, metavar="PP", help="INT8 top-1 budget in percentage points (default: none)")
-    p.add_argument("--precisions", help=f"(default: {','.join(_default(RunConfig, 'precisions'))})")
-    p.add_argument("--targets", help=f"INT8 targets (default: {','.join(_default(RunConfig, 'targets'))})")
-    p.add_argument("--batch", type=_batches, help=f"bench batch sizes (default: {','.join(map(str, _default(RunConfig, 'batches')))})")
-    p.add_argument("--iters", type=_positive_int, help=f"(default: {_default(RunConfig, 'iters')})")
-    p.add_argument("--warmup", type=int, help=f"(default: {_default(RunConfig, 'warmup')})")
-    p.add_argument("--max-seconds", type=float, help=f"bench time budget per batch size (default: {_default(RunConfig, 'max_seconds')})")
-    p.add_argument("-o", "--output", metavar="OUTDIR", help=f"(default: {_default(RunConfig, 'output')})")
-    p.add_argument("--triton-repo", metavar="DIR", help="also write a Triton model repository there")
+    p.add_argument("--precisions", help=f"variants to build (default: {','.join(d('precisions'))})")
+    p.add_argument("--targets", help=f"INT8 targets (default: {','.join(d('targets'))})")
+    p.add_argument("--batch", type=_batches, help=f"bench batch sizes (default: {','.join(map(str, d('batches')))})")
+    p.add_argument("--iters", type=_positive_int, help=f"timed iterations per batch size (default: {d('iters')})")
+    p.add_argument("--warmup", type=int, help=f"untimed iterations first (default: {d('warmup')})")
+    p.add_argument("--max-seconds", type=float, help=f"bench time budget per batch size (default: {d('max_seconds')})")
+    p.add_argument("-o", "--output", metavar="OUTDIR", help=f"output folder (default: {d('output')})")
+    p.add_argument("--triton-repo", metavar="DIR", help="also write a Triton model repository there (default: none)")
     p.set_defaults(func=cmd_run)
 
-    from .runtime import BACKEND_NAMES, BenchConfig, EvalConfig
 
-    backends = ["auto", *BACKEND_NAMES]
-    p = sub.add_parser("bench", help="latency percentiles and throughput per batch size", formatter_class=fmt)
+def _add_bench(sub: Sub) -> None:
+    from .runtime import BenchConfig, backend_help, backend_names
+
+    p = sub.add_parser("bench", help="latency percentiles and throughput per batch size", formatter_class=_Help)
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help=".onnx, TensorRT .plan, or a MODEL spec (torch)")
-    p.add_argument("--backend", default="auto", choices=backends, help="auto: .plan->tensorrt, .onnx->ort-cuda|ort-cpu, MODEL->torch")
-    p.add_argument("--batch", type=_batches, default=_default(BenchConfig, "batches"), metavar="1,8", help="batch sizes")
+    p.add_argument("--backend", default="auto", choices=["auto", *backend_names()],
+                   help=f"auto: .plan->tensorrt, .onnx->ort-cuda|ort-cpu, MODEL->torch; {backend_help()}")
+    p.add_argument("--batch", type=_batches, default=_default(BenchConfig, "batches"), metavar="1,8",
+                   help=f"batch sizes (default: {','.join(map(str, _default(BenchConfig, 'batches')))})")
     p.add_argument("--warmup", type=int, default=_default(BenchConfig, "warmup"), help="untimed iterations first")
     p.add_argument("--iters", type=_positive_int, default=_default(BenchConfig, "iters"), help="timed iterations per batch size")
     p.add_argument("--max-seconds", type=float, default=_default(BenchConfig, "max_seconds"),
                    help="time budget per batch size (stops early, after at least 10 iterations)")
-    p.add_argument("--threads", type=_positive_int, default=_default(BenchConfig, "threads"), help="CPU threads (None: all cores)")
+    p.add_argument("--threads", type=_positive_int, default=_default(BenchConfig, "threads"), help="CPU threads (default: all cores)")
     p.add_argument("--in-process", action="store_true", help="time all artifacts in this process (default: one process each)")
+    p.add_argument("--trust-pickle", action="store_true", help="allow a MODEL file that is a pickled module")
     p.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("eval", help="top-1/top-5 on a data set and agreement with the FP32 reference", formatter_class=fmt)
+
+def _add_eval(sub: Sub) -> None:
+    from .runtime import EvalConfig, backend_help, backend_names
+
+    p = sub.add_parser("eval", help="top-1/top-5 on a data set and agreement with the FP32 reference", formatter_class=_Help)
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT")
     p.add_argument("--data", required=True, metavar="DATA", help="fashion-mnist[:train|:test], an ImageFolder dir, or an .npz")
     p.add_argument("--reference", metavar="MODEL|FP32.onnx", help="default: the torch model named in the ONNX metadata")
-    p.add_argument("--backend", default="auto", choices=backends)
-    p.add_argument("--limit", type=_positive_int, default=_default(EvalConfig, "limit"), help="first N images only")
+    p.add_argument("--backend", default="auto", choices=["auto", *backend_names()], help=backend_help())
+    p.add_argument("--limit", type=_positive_int, default=_default(EvalConfig, "limit"), help="first N images only (default: all)")
     p.add_argument("--eval-batch", type=_positive_int, default=_default(EvalConfig, "batch_size"), help="images per inference")
-    p.add_argument("--threads", type=_positive_int, default=_default(EvalConfig, "threads"), help="CPU threads (None: all cores)")
-    p.add_argument("--json", metavar="OUT.json")
+    p.add_argument("--threads", type=_positive_int, default=_default(EvalConfig, "threads"), help="CPU threads (default: all cores)")
+    p.add_argument("--workers", type=_positive_int, default=_default(EvalConfig, "workers"),
+                   help="image decoding threads (default: one per core)")
+    p.add_argument("--trust-pickle", action="store_true", help="allow a reference MODEL file that is a pickled module")
+    p.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
     p.set_defaults(func=cmd_eval)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="resdeploy",
+        description="A trained ResNet from PyTorch to a fast, verified edge deployment (ONNX, INT8, TensorRT).",
+        formatter_class=_Help,
+    )
+    parser.add_argument("--version", action="version", version=f"resdeploy {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add in (_add_export, _add_fold_bn, _add_quantize, _add_build, _add_run, _add_bench, _add_eval):
+        add(sub)
     return parser
 
 
@@ -444,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted\n")
+        sys.stderr.write("error: interrupted; rerun the same command to resume (finished stages are kept)\n")
         return 130
     except Exception as exc:
         if args.debug:

@@ -4,6 +4,13 @@ A :class:`Dataset` holds labelled raw images and yields preprocessed batches on 
 that calibration and evaluation share the exact transform of the model
 (:class:`~resdeploy.preprocess.Preprocess`). The calibration protocol is one iterable of
 ``{input_name: ndarray}`` batches (:func:`calibration_batches`), seeded and capped.
+
+ImageFolder trees are read as torchvision's ``ImageFolder`` reads them (same extensions, case
+insensitive; images converted with PIL's ``convert("RGB")``, so greyscale, palette, RGBA, CMYK
+and 16-bit images become RGB as in training; EXIF orientation is left as that loader leaves
+it), except that hidden files and folders (``.DS_Store``, ``._IMG.jpg``, ``.ipynb_checkpoints``)
+are skipped. An unreadable, truncated or empty image, or a decompression bomb, is a one-line
+error naming its path.
 """
 
 from __future__ import annotations
@@ -11,7 +18,9 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +32,11 @@ from .preprocess import Preprocess
 __all__ = [
     "DEBIAN_FASHION_MNIST",
     "FASHION_MNIST_CLASSES",
+    "IMAGE_SUFFIXES",
     "Dataset",
     "balanced_indices",
     "calibration_batches",
+    "check_finite",
     "load_dataset",
 ]
 
@@ -36,7 +47,8 @@ FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
+# torchvision.datasets.folder.IMG_EXTENSIONS
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 @dataclass
@@ -58,7 +70,37 @@ class Dataset:
     def preprocessed(self) -> bool:
         return self.tensors is not None
 
-    def take(self, indices: np.ndarray | Sequence[int], preprocess: Preprocess) -> np.ndarray:
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes) if self.classes else int(self.labels.max()) + 1
+
+    def check_classes(self, model_classes: int, what: str) -> None:
+        """The data's classes must be among the model's outputs."""
+        if self.num_classes > model_classes:
+            raise DataSpecError(
+                f"{self.name} has {self.num_classes} classes but {what} has {model_classes} outputs; "
+                "give data labelled for this model (ImageFolder classes are its sorted sub-folder names)"
+            )
+
+    def resized(self, indices: np.ndarray | Sequence[int], preprocess: Preprocess, workers: int = 1) -> np.ndarray:
+        """uint8 (len(indices), 3, S, S): decoded and resized, not yet normalised; image files are
+        decoded by ``workers`` threads (PIL and torch release the GIL)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if self.images is not None:
+            return preprocess.resize(self.images[idx])
+        if self.files is None:
+            raise DataSpecError(f"{self.name} is already preprocessed; it has no images to resize")
+        files = self.files
+
+        def one(i: int) -> np.ndarray:
+            return preprocess.resize([read_image(files[i])])[0]
+
+        if workers <= 1 or len(idx) < 2:
+            return np.stack([one(int(i)) for i in idx])
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return np.stack(list(pool.map(one, (int(i) for i in idx))))
+
+    def take(self, indices: np.ndarray | Sequence[int], preprocess: Preprocess, workers: int = 1) -> np.ndarray:
         """Preprocessed float32 (len(indices), 3, S, S) for the given indices."""
         idx = np.asarray(indices, dtype=np.int64)
         if self.tensors is not None:
@@ -70,10 +112,7 @@ class Dataset:
                     f"{expected}; re-export the .npz at the model's input size and channel count"
                 )
             return np.ascontiguousarray(x, dtype=np.float32)
-        if self.images is not None:
-            return preprocess.apply(self.images[idx])
-        assert self.files is not None
-        return preprocess.apply([_read_image(self.files[i]) for i in idx])
+        return preprocess.normalize(self.resized(idx, preprocess, workers))
 
     def batches(
         self,
@@ -88,15 +127,29 @@ class Dataset:
             yield self.take(part, preprocess), self.labels[part]
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
+    """(3, H, W) uint8 through PIL's ``convert("RGB")``, as torchvision's ``pil_loader``."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataSpecError(f"cannot read image {path}: {exc}; remove or replace the file") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                arr = np.asarray(im.convert("RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataSpecError(f"image {path} is too large to decode safely ({exc}); remove or shrink it") from exc
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        raise DataSpecError(f"cannot read image {path}: {exc}; remove or replace the file") from exc
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def check_finite(x: np.ndarray, what: str) -> None:
+    """NaN or Inf inputs cannot be calibrated or evaluated: a one-line error naming the data."""
+    if not np.isfinite(x).all():
+        bad = int(np.count_nonzero(~np.isfinite(x).reshape(len(x), -1).all(axis=1)))
+        raise DataSpecError(f"{what} holds NaN or Inf values ({bad} of {len(x)} images in one batch); "
+                            "fix the preprocessing that produced it")
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -109,15 +162,13 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 def _fashion_mnist_dirs() -> list[Path]:
+    from ._io import cache_dir
+
     dirs = []
     env = os.environ.get("RESDEPLOY_DATA")
     if env:
         dirs += [Path(env), Path(env) / "fashion-mnist", Path(env) / "FashionMNIST" / "raw"]
-    dirs.append(DEBIAN_FASHION_MNIST)
-    from ._io import cache_dir
-
-    dirs.append(cache_dir() / "data" / "FashionMNIST" / "raw")
-    return dirs
+    return [*dirs, DEBIAN_FASHION_MNIST, cache_dir() / "data" / "FashionMNIST" / "raw"]
 
 
 def _find_idx(directory: Path, stem: str) -> Path | None:
@@ -127,37 +178,52 @@ def _find_idx(directory: Path, stem: str) -> Path | None:
     return None
 
 
-def _load_fashion_mnist(split: str) -> Dataset:
+def _read_fashion_dir(d: Path, split: str) -> Dataset | None:
     prefix = "train" if split == "train" else "t10k"
-    for d in _fashion_mnist_dirs():
-        img = _find_idx(d, f"{prefix}-images-idx3-ubyte")
-        lab = _find_idx(d, f"{prefix}-labels-idx1-ubyte")
-        if img and lab:
-            log.debug("Fashion-MNIST %s from %s", split, d)
-            try:
-                images, labels = _read_idx(img), _read_idx(lab)
-            except (OSError, ValueError, IndexError, EOFError) as exc:
-                raise DataSpecError(f"Fashion-MNIST files in {d} are unreadable ({exc}); reinstall them") from None
-            return Dataset(
-                name=f"fashion-mnist:{split}",
-                images=images,
-                labels=labels.astype(np.int64),
-                classes=FASHION_MNIST_CLASSES,
-            )
-    # Online users: torchvision downloads into the cache.
+    img, lab = _find_idx(d, f"{prefix}-images-idx3-ubyte"), _find_idx(d, f"{prefix}-labels-idx1-ubyte")
+    if not (img and lab):
+        return None
+    log.debug("Fashion-MNIST %s from %s", split, d)
     try:
+        images, labels = _read_idx(img), _read_idx(lab)
+    except (OSError, ValueError, IndexError, EOFError) as exc:
+        raise DataSpecError(f"Fashion-MNIST files in {d} are unreadable ({exc}); reinstall them") from exc
+    if len(images) != len(labels):
+        raise DataSpecError(f"Fashion-MNIST files in {d} disagree ({len(images)} images, {len(labels)} labels); "
+                            "reinstall them")
+    return Dataset(name=f"fashion-mnist:{split}", images=images, labels=labels.astype(np.int64),
+                   classes=FASHION_MNIST_CLASSES)
+
+
+def _load_fashion_mnist(split: str) -> Dataset:
+    for d in _fashion_mnist_dirs():
+        found = _read_fashion_dir(d, split)
+        if found is not None:
+            return found
+    try:  # online users: torchvision downloads into the cache
         from torchvision.datasets import FashionMNIST
 
         from ._io import cache_dir
 
         FashionMNIST(str(cache_dir() / "data"), train=split == "train", download=True)
-    except Exception as exc:  # noqa: BLE001 - any download failure means "not available here"
+    except Exception as exc:
         raise DataSpecError(
             f"Fashion-MNIST not found (looked in $RESDEPLOY_DATA, {DEBIAN_FASHION_MNIST}) and the "
             f"download failed ({type(exc).__name__}); install it with "
             "`apt-get install dataset-fashion-mnist` or set RESDEPLOY_DATA to a folder holding the idx files"
-        ) from None
+        ) from exc
     return _load_fashion_mnist(split)
+
+
+def _class_files(folder: Path) -> list[Path]:
+    """Image files under one class folder, as ImageFolder walks it, hidden entries skipped."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES):
+                found.append(Path(dirpath) / name)
+    return found
 
 
 def _load_image_folder(root: Path) -> Dataset:
@@ -169,12 +235,12 @@ def _load_image_folder(root: Path) -> Dataset:
     files: list[Path] = []
     labels: list[int] = []
     for label, cls in enumerate(classes):
-        for p in sorted((root / cls).rglob("*")):
-            if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file():
-                files.append(p)
-                labels.append(label)
-    if not files:
-        raise DataSpecError(f"{root} holds no images ({', '.join(sorted(_IMAGE_SUFFIXES))}); add some")
+        found = _class_files(root / cls)
+        if not found:
+            raise DataSpecError(f"class folder {root / cls} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                                "add some or remove the folder")
+        files += found
+        labels += [label] * len(found)
     return Dataset(name=str(root), files=files, labels=np.asarray(labels, dtype=np.int64), classes=classes)
 
 
@@ -186,13 +252,17 @@ def _load_npz(path: Path) -> Dataset:
             x, y = z["x"], z["y"]
     except DataSpecError:
         raise
-    except (OSError, ValueError) as exc:
-        raise DataSpecError(f"cannot read {path} as .npz ({exc}); write it with numpy.savez(x=..., y=...)") from None
-    if x.ndim != 4:
-        raise DataSpecError(f"{path}: x has shape {x.shape}; it must be (N,C,H,W), already preprocessed")
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataSpecError(f"cannot read {path} as .npz ({exc}); write it with numpy.savez(x=..., y=...)") from exc
+    if x.ndim != 4 or not np.issubdtype(x.dtype, np.floating):
+        raise DataSpecError(f"{path}: x is {x.dtype} {x.shape}; it must be float (N,C,H,W), already preprocessed")
     if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer):
         raise DataSpecError(f"{path}: y must be integer labels of shape ({x.shape[0]},), got {y.dtype} {y.shape}")
-    return Dataset(name=str(path), tensors=x.astype(np.float32, copy=False), labels=y.astype(np.int64))
+    if len(y) and y.min() < 0:
+        raise DataSpecError(f"{path}: labels must be 0 or more, got {int(y.min())}")
+    x = x.astype(np.float32, copy=False)
+    check_finite(x, str(path))
+    return Dataset(name=str(path), tensors=x, labels=y.astype(np.int64))
 
 
 def load_dataset(spec: str, *, default_split: str = "test") -> Dataset:
@@ -210,13 +280,13 @@ def load_dataset(spec: str, *, default_split: str = "test") -> Dataset:
             ds = _load_image_folder(path)
         elif path.suffix == ".npz" and path.is_file():
             ds = _load_npz(path)
-        elif path.suffix == ".npz" or path.exists():
+        elif path.exists():
             raise DataSpecError(
                 f"{spec} is not a usable data set; give an ImageFolder directory or an .npz with x and y"
             )
         else:
             raise DataSpecError(
-                f"unknown data spec {spec!r}; use fashion-mnist[:train|:test], an ImageFolder directory or an .npz file"
+                f"unknown data spec {spec!r} (no such file or folder); use fashion-mnist[:train|:test], an ImageFolder directory or an .npz file"
             )
     if len(ds) == 0:
         raise DataSpecError(f"data set {spec} is empty; point at a data set with images")
@@ -251,9 +321,25 @@ def calibration_batches(
 
     Equal sizes matter: ONNX Runtime's histogram calibrators fail on a ragged last batch, so
     the sample count is rounded down to a multiple of ``batch_size`` (at least one batch).
+    Calibration data that cannot be right (NaN or Inf, every image constant) is an error.
     """
+    if size > len(dataset):
+        log.warning("%s has %d images, fewer than the %d asked for calibration; using all of them",
+                    dataset.name, len(dataset), size)
     idx = balanced_indices(dataset.labels, min(size, len(dataset)), seed)
     batch_size = max(1, min(batch_size, len(idx)))
     usable = (len(idx) // batch_size) * batch_size
     idx = idx[:usable]
-    return [{input_name: x} for x, _ in dataset.batches(preprocess, batch_size, idx)]
+    batches = [{input_name: x} for x, _ in dataset.batches(preprocess, batch_size, idx)]
+    constant = 0
+    for b in batches:
+        x = b[input_name]
+        check_finite(x, f"calibration data {dataset.name}")
+        flat = x.reshape(len(x), -1)
+        constant += int(np.count_nonzero(flat.max(axis=1) == flat.min(axis=1)))
+    if constant == usable:
+        raise DataSpecError(f"every calibration image of {dataset.name} is constant (one value per image); "
+                            "calibrate on real images")
+    if constant:
+        log.warning("%d of %d calibration images are constant", constant, usable)
+    return batches

@@ -18,6 +18,8 @@ __all__ = [
     "StageError",
     "UsageError",
     "VerificationError",
+    "from_payload",
+    "to_payload",
 ]
 
 
@@ -63,3 +65,17 @@ class QuantizeError(StageError):
 
 class BuildError(StageError):
     """A TensorRT engine build failed."""
+
+
+def to_payload(exc: ResdeployError) -> dict[str, str | int]:
+    """A JSON-able form, for errors that cross a process boundary (the isolated bench worker)."""
+    return {"type": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code}
+
+
+def from_payload(payload: dict[str, str | int], context: str = "") -> ResdeployError:
+    """The same error class again on this side of the boundary (unknown names become StageError)."""
+    cls = globals().get(str(payload.get("type", "")))
+    if not (isinstance(cls, type) and issubclass(cls, ResdeployError)):
+        cls = StageError
+    message = str(payload.get("message", "no detail"))
+    return cls(f"{context}{message}" if context else message)

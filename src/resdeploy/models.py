@@ -1,6 +1,8 @@
-"""MODEL specs: a torchvision ResNet-family builder, ``zoo:NAME``, a TorchScript or pickled
-module file, or ``package.module:factory``. Each resolves to a :class:`LoadedModel`: an
-eval-mode ``torch.nn.Module`` together with the :class:`Preprocess` it expects.
+"""MODEL specs: a torchvision ResNet-family builder, ``zoo:NAME``, a model file (TorchScript,
+a ``torch.export`` program ``.pt2``, or, only with ``--trust-pickle``, a pickled module), or
+``package.module:factory``. :func:`parse_model_spec` is the one parser of that grammar; each
+spec resolves to a :class:`LoadedModel`: an eval-mode ``torch.nn.Module`` with the
+:class:`Preprocess` it expects.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ import importlib
 import inspect
 import logging
 import os
+import re
 import urllib.error
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ModelSpecError
 from .preprocess import IMAGENET, Preprocess
@@ -20,7 +24,7 @@ from .preprocess import IMAGENET, Preprocess
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["RESNET_BUILDERS", "LoadedModel", "ModelSpec", "load_model"]
+__all__ = ["RESNET_BUILDERS", "LoadedModel", "ModelSpec", "ParsedSpec", "file_format", "load_model", "parse_model_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +40,58 @@ RESNET_BUILDERS = (
     "resnext101_32x8d",
     "resnext101_64x4d",
 )
+MODEL_SUFFIXES = (".pth", ".pt", ".pt2", ".bin", ".ckpt", ".ts", ".jit")
 
 # Random-weight builders are seeded so that an export and its FP32 reference match.
 _INIT_SEED = 0
+_FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+PICKLE_HINT = (
+    "save it in a format that cannot run code: torch.jit.save(torch.jit.script(model), 'model.ts'), "
+    "torch.export.save(torch.export.export(model, (x,)), 'model.pt2'), or torch.save(model.state_dict(), "
+    "'model.pth') and name the architecture (resnet50 --weights model.pth)"
+)
+
+
+@dataclass(frozen=True)
+class ParsedSpec:
+    """Which kind of MODEL spec a text is: ``zoo``, ``builder``, ``file`` or ``factory``."""
+
+    kind: Literal["zoo", "builder", "file", "factory"]
+    name: str  # zoo name, builder name, file path or module:attr
+
+    @property
+    def path(self) -> Path | None:
+        return Path(self.name) if self.kind == "file" else None
+
+    @property
+    def slug(self) -> str:
+        """A file- and Triton-safe name: ``zoo:fashion-resnet18`` -> ``fashion-resnet18``."""
+        stem = Path(self.name).stem if self.kind == "file" else self.name.replace(":", "-")
+        return "".join(c if c.isalnum() or c in "-_" else "-" for c in stem) or "model"
+
+
+def looks_like_path(text: str) -> bool:
+    return os.sep in text or text.endswith(MODEL_SUFFIXES)
+
+
+def parse_model_spec(text: str) -> ParsedSpec:
+    """The MODEL grammar, in one place; unknown or missing specs are a one-line error."""
+    if text.startswith("zoo:"):
+        return ParsedSpec("zoo", text[4:])
+    if text in RESNET_BUILDERS:
+        return ParsedSpec("builder", text)
+    if Path(text).is_file():
+        return ParsedSpec("file", text)
+    if _FACTORY.fullmatch(text):
+        return ParsedSpec("factory", text)
+    if looks_like_path(text):
+        raise ModelSpecError(f"model file {text} not found; check the path")
+    close = [b for b in RESNET_BUILDERS if b.startswith(text[:6])] or list(RESNET_BUILDERS[:5])
+    raise ModelSpecError(
+        f"unknown model {text!r}: not a ResNet builder, zoo:NAME, a model file or package.module:factory; "
+        f"try {', '.join(close)}"
+    )
 
 
 @dataclass(frozen=True)
@@ -51,17 +104,22 @@ class ModelSpec:
     input_size: int | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    trust_pickle: bool = False
 
     def __post_init__(self) -> None:
         if self.num_classes is not None and self.num_classes <= 0:
             raise ModelSpecError(f"--num-classes must be positive, got {self.num_classes}")
+
+    @property
+    def parsed(self) -> ParsedSpec:
+        return parse_model_spec(self.spec)
 
     def to_metadata(self) -> dict[str, str]:
         """Enough to rebuild this FP32 model as the reference of later stages."""
         meta = {"resdeploy.source": self.spec}
         if self.weights:
             w = self.weights
-            meta["resdeploy.weights"] = str(Path(w).resolve()) if _looks_like_path(w) else w
+            meta["resdeploy.weights"] = str(Path(w).resolve()) if looks_like_path(w) or Path(w).exists() else w
         return meta
 
 
@@ -73,10 +131,6 @@ class LoadedModel:
     spec: ModelSpec
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _looks_like_path(text: str) -> bool:
-    return os.sep in text or text.endswith((".pth", ".pt", ".bin", ".ckpt", ".ts", ".jit")) or Path(text).exists()
 
 
 def _override(pre: Preprocess, spec: ModelSpec) -> Preprocess:
@@ -97,65 +151,70 @@ def _override(pre: Preprocess, spec: ModelSpec) -> Preprocess:
 
 
 def _state_dict_from_file(path: Path) -> dict[str, Any]:
+    """A state_dict read with ``weights_only=True``: tensors and containers, never code."""
     import torch
 
     if not path.is_file():
         raise ModelSpecError(f"weights file {path} not found; check the --weights path")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+    except Exception as exc:
         raise ModelSpecError(
-            f"cannot read weights file {path} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
-            "pass a state_dict saved with torch.save(model.state_dict(), PATH)"
-        ) from None
+            f"cannot read weights file {path} as a state_dict ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:120]}); pass one saved with torch.save(model.state_dict(), PATH)"
+        ) from exc
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
             if key in obj and isinstance(obj[key], dict):
                 obj = obj[key]
                 break
-    if not isinstance(obj, dict) or not all(hasattr(v, "shape") for v in obj.values()):
+    if not isinstance(obj, dict) or not obj or not all(hasattr(v, "shape") for v in obj.values()):
         raise ModelSpecError(f"{path} does not hold a state_dict of tensors; save model.state_dict()")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _enum_builder(spec: ModelSpec, name: str, weights: str) -> LoadedModel:
+    """A builder with torchvision weights (downloaded by torchvision; a clear error offline)."""
+    import torchvision
+
+    try:
+        enum = torchvision.models.get_model_weights(name)[weights]
+    except KeyError:
+        options = ", ".join(w.name for w in torchvision.models.get_model_weights(name))
+        raise ModelSpecError(
+            f"{name} has no weights {weights!r}; use one of {options} or a path to a state_dict .pth"
+        ) from None
+    categories = len(enum.meta.get("categories", [])) or 1000
+    if spec.num_classes not in (None, categories):
+        raise ModelSpecError(
+            f"{name} {weights} has {categories} classes but --num-classes is {spec.num_classes}; "
+            "drop --num-classes, or fine-tune and pass the checkpoint as --weights PATH"
+        )
+    try:
+        module = getattr(torchvision.models, name)(weights=enum)
+    except (urllib.error.URLError, OSError, RuntimeError) as exc:
+        raise ModelSpecError(
+            f"cannot download {name} {weights} weights ({type(exc).__name__}: no network?); "
+            f"download {enum.url} elsewhere and pass it as --weights PATH"
+        ) from exc
+    t = enum.transforms()
+    pre = Preprocess(
+        input_size=int(t.crop_size[0]),
+        mean=(float(t.mean[0]), float(t.mean[1]), float(t.mean[2])),
+        std=(float(t.std[0]), float(t.std[1]), float(t.std[2])),
+        resize_size=int(t.resize_size[0]),
+        interpolation=str(t.interpolation.value),
+    )
+    return LoadedModel(module.eval(), _override(pre, spec), categories, spec, f"{name} ({weights})")
 
 
 def _load_builder(spec: ModelSpec) -> LoadedModel:
     import torch
     import torchvision
 
-    name = spec.spec
-    builder = getattr(torchvision.models, name)
-    weights = spec.weights
-    if weights and not _looks_like_path(weights):
-        try:
-            enum = torchvision.models.get_model_weights(name)[weights]
-        except KeyError:
-            options = ", ".join(w.name for w in torchvision.models.get_model_weights(name))
-            raise ModelSpecError(
-                f"{name} has no weights {weights!r}; use one of {options} or a path to a state_dict .pth"
-            ) from None
-        categories = len(enum.meta.get("categories", [])) or 1000
-        if spec.num_classes not in (None, categories):
-            raise ModelSpecError(
-                f"{name} {weights} has {categories} classes but --num-classes is {spec.num_classes}; "
-                "drop --num-classes, or fine-tune and pass the checkpoint as --weights PATH"
-            )
-        try:
-            module = builder(weights=enum)
-        except (urllib.error.URLError, OSError, RuntimeError) as exc:
-            raise ModelSpecError(
-                f"cannot download {name} {weights} weights ({type(exc).__name__}: no network?); "
-                f"download {enum.url} elsewhere and pass it as --weights PATH"
-            ) from None
-        t = enum.transforms()
-        pre = Preprocess(
-            input_size=int(t.crop_size[0]),
-            mean=tuple(t.mean),  # type: ignore[arg-type]
-            std=tuple(t.std),  # type: ignore[arg-type]
-            resize_size=int(t.resize_size[0]),
-            interpolation=str(t.interpolation.value),
-        )
-        return LoadedModel(module.eval(), _override(pre, spec), categories, spec, f"{name} ({weights})")
-
+    name, weights = spec.spec, spec.weights
+    if weights and not (looks_like_path(weights) or Path(weights).exists()):
+        return _enum_builder(spec, name, weights)
     state = _state_dict_from_file(Path(weights)) if weights else None
     num_classes = spec.num_classes
     if state is not None:
@@ -169,51 +228,127 @@ def _load_builder(spec: ModelSpec) -> LoadedModel:
                 f"{num_classes}; pass --num-classes {found} or the matching checkpoint"
             )
         num_classes = found
-    num_classes = num_classes or 1000
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_INIT_SEED)
-        module = builder(num_classes=num_classes)
+        module = getattr(torchvision.models, name)(num_classes=num_classes or 1000)
     if state is not None:
         try:
             module.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-            raise ModelSpecError(
-                f"{weights} does not fit {name}: {first[:160]}; check the architecture name"
-            ) from None
+            lines = str(exc).splitlines()
+            first = lines[1].strip() if len(lines) > 1 else str(exc)
+            raise ModelSpecError(f"{weights} does not fit {name}: {first[:160]}; check the architecture name") from exc
     desc = f"{name} ({weights or 'random init, seed 0'})"
-    return LoadedModel(module.eval(), _override(IMAGENET, spec), num_classes, spec, desc)
+    return LoadedModel(module.eval(), _override(IMAGENET, spec), num_classes or 1000, spec, desc)
 
 
-def _num_classes_of(module: torch.nn.Module, pre: Preprocess) -> int:
+def _describe(out: Any) -> str:
+    if isinstance(out, dict):
+        return f"a dict with keys {sorted(map(str, out))[:5]}"
+    if isinstance(out, (tuple, list)):
+        return f"a {type(out).__name__} of {len(out)} values"
+    if hasattr(out, "shape"):
+        return f"a tensor of shape {tuple(out.shape)}"
+    return f"a {type(out).__name__}"
+
+
+def classifier_outputs(module: torch.nn.Module, pre: Preprocess) -> int:
+    """The number of classes, after checking the module is an image classifier: one
+    (N, 3, H, W) input in, one (N, classes) logits tensor out."""
     import torch
 
-    with torch.no_grad():
-        out = module(torch.zeros(1, *pre.input_shape))
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    if not hasattr(out, "ndim") or out.ndim != 2:
-        raise ModelSpecError("the model must return logits of shape (N, classes) for an (N,3,H,W) input")
+    shape = (2, *pre.input_shape)
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(shape))
+    except Exception as exc:
+        raise ModelSpecError(
+            f"the model does not accept an input of shape {shape} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); resdeploy deploys classifiers of "
+            "N x 3 x H x W images: check --input-size"
+        ) from exc
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != shape[0]:
+        raise ModelSpecError(
+            f"the model returns {_describe(out)} for an input of shape {shape}; resdeploy deploys classifiers "
+            "that return one (N, classes) logits tensor: wrap the model so that forward returns only the logits"
+        )
     return int(out.shape[1])
+
+
+def file_format(path: Path) -> str:
+    """``torchscript``, ``export`` (a ``torch.export`` program), ``pickle`` or ``unknown``: read from
+    the zip's member names, without loading (and so without running) anything."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return "pickle" if path.suffix in (".pt", ".pth", ".bin", ".ckpt") else "unknown"
+    if any("/code/" in n or n.endswith("constants.pkl") for n in names):
+        return "torchscript"
+    if any(n.endswith(("serialized_exported_program.json", "serialized_exported_program.bin")) or "/models/" in n
+           for n in names) or path.suffix == ".pt2":
+        return "export"
+    if any(n.endswith("data.pkl") for n in names):
+        return "pickle"
+    return "unknown"
+
+
+def _exported(graph_module: Any) -> Any:
+    """A ``torch.export`` program's module, wrapped so that ``eval()``/``train()`` (which it
+    refuses: it is traced in its mode already) are no-ops for the ONNX exporter."""
+    import torch
+
+    class ExportedProgramModule(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.program = inner
+
+        def forward(self, x: torch.Tensor) -> Any:
+            return self.program(x)
+
+        def train(self, mode: bool = True) -> ExportedProgramModule:
+            return self
+
+    return ExportedProgramModule(graph_module)
+
+
+def _read_module_file(path: Path, trust_pickle: bool) -> tuple[Any, str]:
+    import torch
+
+    fmt = file_format(path)
+    if fmt == "torchscript":
+        return torch.jit.load(str(path), map_location="cpu"), "TorchScript"
+    if fmt == "export":
+        return _exported(torch.export.load(str(path)).module()), "torch.export program"
+    if fmt == "unknown":
+        raise ModelSpecError(f"{path} is not a TorchScript, torch.export (.pt2) or torch.save file; {PICKLE_HINT}")
+    try:  # a pickle: first as plain data (a state_dict is refused with a hint, below)
+        return torch.load(path, map_location="cpu", weights_only=True), "state_dict"
+    except Exception as exc:
+        if not trust_pickle:
+            raise ModelSpecError(
+                f"{path} is a pickled module: loading it can run any code it contains; pass --trust-pickle "
+                f"if you trust its source, or {PICKLE_HINT}"
+            ) from exc
+    log.warning("unpickling %s with --trust-pickle: it can run code", path)
+    return torch.load(path, map_location="cpu", weights_only=False), "pickled module"
 
 
 def _load_module_file(spec: ModelSpec) -> LoadedModel:
     import torch
 
     path = Path(spec.spec)
-    module: Any
+    if spec.weights:
+        raise ModelSpecError(f"{path} is a module file with its own weights; drop --weights")
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
-        kind = "TorchScript"
-    except Exception:  # noqa: BLE001 - not TorchScript: try a pickled module next
-        try:
-            module = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001
-            raise ModelSpecError(
-                f"cannot load {path} as TorchScript or a pickled module ({type(exc).__name__}); "
-                "save it with torch.jit.save or torch.save(model, PATH)"
-            ) from None
-        kind = "pickled module"
+        module, kind = _read_module_file(path, spec.trust_pickle)
+    except ModelSpecError:
+        raise
+    except Exception as exc:
+        raise ModelSpecError(
+            f"cannot load {path} ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); "
+            "save it with torch.jit.save or torch.export.save"
+        ) from exc
     if isinstance(module, dict):
         raise ModelSpecError(
             f"{path} holds a state_dict, not a module; name the architecture: e.g. resnet50 --weights {path}"
@@ -222,8 +357,7 @@ def _load_module_file(spec: ModelSpec) -> LoadedModel:
         raise ModelSpecError(f"{path} holds a {type(module).__name__}, not a torch.nn.Module")
     module.eval()
     pre = _override(IMAGENET, spec)
-    n = _num_classes_of(module, pre)
-    return LoadedModel(module, pre, n, spec, f"{kind} {path.name}")
+    return LoadedModel(module, pre, classifier_outputs(module, pre), spec, f"{kind} {path.name}")
 
 
 def _load_factory(spec: ModelSpec) -> LoadedModel:
@@ -235,14 +369,14 @@ def _load_factory(spec: ModelSpec) -> LoadedModel:
     except (ImportError, AttributeError) as exc:
         raise ModelSpecError(
             f"cannot import {spec.spec} ({exc}); make the module importable (PYTHONPATH) and check the name"
-        ) from None
+        ) from exc
     kwargs: dict[str, Any] = {}
     if spec.num_classes is not None:
         try:
             if "num_classes" in inspect.signature(factory).parameters:
                 kwargs["num_classes"] = spec.num_classes
         except (TypeError, ValueError):
-            pass
+            log.debug("cannot inspect the signature of %s", spec.spec)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_INIT_SEED)
         module = factory(**kwargs)
@@ -253,36 +387,32 @@ def _load_factory(spec: ModelSpec) -> LoadedModel:
         try:
             module.load_state_dict(state)
         except RuntimeError as exc:
-            raise ModelSpecError(f"{spec.weights} does not fit {spec.spec}: {str(exc).splitlines()[0]}") from None
+            raise ModelSpecError(f"{spec.weights} does not fit {spec.spec}: {str(exc).splitlines()[0]}") from exc
     module.eval()
     pre = _override(IMAGENET, spec)
-    return LoadedModel(module, pre, _num_classes_of(module, pre), spec, f"factory {spec.spec}")
+    return LoadedModel(module, pre, classifier_outputs(module, pre), spec, f"factory {spec.spec}")
+
+
+def _load_zoo(spec: ModelSpec, name: str) -> LoadedModel:
+    from .zoo import load_zoo_model
+
+    if spec.weights:
+        raise ModelSpecError("zoo models bring their own weights; drop --weights")
+    module, pre, classes = load_zoo_model(name)
+    if spec.num_classes not in (None, classes):
+        raise ModelSpecError(f"zoo:{name} has {classes} classes; drop --num-classes")
+    return LoadedModel(module, _override(pre, spec), classes, spec, f"zoo:{name}")
 
 
 def load_model(spec: ModelSpec | str) -> LoadedModel:
     """Resolve a MODEL spec to an eval-mode module and its preprocessing."""
     if isinstance(spec, str):
         spec = ModelSpec(spec)
-    text = spec.spec
-    if text.startswith("zoo:"):
-        from .zoo import load_zoo_model
-
-        if spec.weights:
-            raise ModelSpecError("zoo models bring their own weights; drop --weights")
-        module, pre = load_zoo_model(text[4:])
-        if spec.num_classes not in (None, 10):
-            raise ModelSpecError(f"{text} has 10 classes; drop --num-classes")
-        return LoadedModel(module, _override(pre, spec), 10, spec, text)
-    if text in RESNET_BUILDERS:
+    parsed = spec.parsed
+    if parsed.kind == "zoo":
+        return _load_zoo(spec, parsed.name)
+    if parsed.kind == "builder":
         return _load_builder(spec)
-    if ":" in text and not Path(text).exists():
+    if parsed.kind == "factory":
         return _load_factory(spec)
-    if Path(text).is_file():
-        if spec.weights:
-            raise ModelSpecError(f"{text} is a module file with its own weights; drop --weights")
-        return _load_module_file(spec)
-    close = [b for b in RESNET_BUILDERS if b.startswith(text[:6])] or list(RESNET_BUILDERS[:5])
-    raise ModelSpecError(
-        f"unknown model {text!r}: not a ResNet builder, zoo:NAME, a file or package.module:factory; "
-        f"try {', '.join(close)}"
-    )
+    return _load_module_file(spec)

@@ -73,8 +73,9 @@ class Preprocess:
             interpolation=props.get(f"{_META_PREFIX}interpolation", "bilinear"),
         )
 
-    def apply(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """uint8 images (N,H,W), (N,C,H,W) or a list of (C,H,W) of any size -> float32 (N,3,S,S)."""
+    def resize(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """uint8 images (N,H,W), (N,C,H,W) or a list of (C,H,W) of any size -> uint8 (N,3,S,S):
+        the geometric part (resize, centre crop), done on uint8 exactly as torchvision does."""
         import torch
         from torchvision.transforms.v2 import InterpolationMode
         from torchvision.transforms.v2 import functional as F
@@ -98,12 +99,25 @@ class Preprocess:
             else:
                 t = F.resize(t, [self.resize_size], interpolation=mode, antialias=True)
                 t = F.center_crop(t, [self.input_size, self.input_size])
-            x = t.to(torch.float32).div_(255.0)
-            return F.normalize(x, list(self.mean), list(self.std))
+            return t
 
         if isinstance(images, np.ndarray):
-            return one_size(torch.from_numpy(np.ascontiguousarray(images))).numpy()
+            return np.ascontiguousarray(one_size(torch.from_numpy(np.ascontiguousarray(images))).numpy())
         return np.concatenate([one_size(torch.from_numpy(np.ascontiguousarray(im))[None]).numpy() for im in images])
+
+    def normalize(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (N,3,S,S) from :meth:`resize` -> float32: scale to [0, 1], then per-channel mean/std."""
+        mean = np.asarray(self.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(self.std, dtype=np.float32).reshape(1, 3, 1, 1)
+        x = images.astype(np.float32)
+        x /= np.float32(255.0)
+        x -= mean
+        x /= std
+        return x
+
+    def apply(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """uint8 images of any size -> the model's float32 (N,3,S,S) input."""
+        return self.normalize(self.resize(images))
 
 
 IMAGENET = Preprocess(

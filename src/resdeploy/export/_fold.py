@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,25 +22,55 @@ def count_batchnorms(module: torch.nn.Module) -> int:
     return sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
-def fold_bn_module(module: torch.nn.Module) -> tuple[torch.nn.Module, int]:
-    """Fold every Conv -> BatchNorm pair into the Conv (a copy; ``module`` is untouched).
+def _conv_bn_pairs(module: torch.nn.Module) -> list[tuple[str, str]]:
+    """(conv, bn) qualified names where a Conv's output feeds only that BatchNorm, found by an
+    FX trace of ``module``; the module itself is not changed."""
+    import torch
+    from torch import fx
 
-    Uses ``torch.fx.experimental.optimization.fuse``. Modules FX cannot trace (TorchScript,
-    data-dependent control flow) are returned unchanged with 0 folded; the ONNX-level pass
-    then folds what the exporter left.
+    graph = fx.symbolic_trace(module).graph
+    mods = dict(module.named_modules())
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(mods.get(node.target), torch.nn.modules.batchnorm._BatchNorm):
+            continue
+        src = node.args[0] if node.args else None
+        if (isinstance(src, fx.Node) and src.op == "call_module" and len(src.users) == 1
+                and isinstance(mods.get(src.target), torch.nn.modules.conv._ConvNd)):
+            pairs.append((str(src.target), str(node.target)))
+    return pairs
+
+
+def _set_submodule(root: torch.nn.Module, name: str, new: torch.nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, new)
+
+
+def fold_bn_module(module: torch.nn.Module) -> tuple[torch.nn.Module, int]:
+    """Fold every Conv -> BatchNorm pair into the Conv, in a copy whose module tree is the
+    original's (the BN becomes an ``Identity``), so the exported ONNX keeps the torch scope in
+    its node names (``/layer3/layer3.0/conv2/Conv``) and weight names.
+
+    Modules FX cannot trace (TorchScript, data-dependent control flow) are returned unchanged
+    with 0 folded; the ONNX-level pass then folds what the exporter left.
     """
     import torch
-    from torch.fx.experimental.optimization import fuse
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    before = count_batchnorms(module)
-    if before == 0 or isinstance(module, torch.jit.ScriptModule):
+    if count_batchnorms(module) == 0 or isinstance(module, torch.jit.ScriptModule):
         return module, 0
     try:
-        fused = fuse(module, inplace=False)
+        pairs = _conv_bn_pairs(module)
     except Exception as exc:  # noqa: BLE001 - FX tracing failures come in many types
         log.info("torch-level BN folding skipped: the model is not FX-traceable (%s)", type(exc).__name__)
         return module, 0
-    return fused, before - count_batchnorms(fused)
+    folded = copy.deepcopy(module)
+    for conv_name, bn_name in pairs:
+        conv: Any = folded.get_submodule(conv_name)
+        bn: Any = folded.get_submodule(bn_name)
+        _set_submodule(folded, conv_name, fuse_conv_bn_eval(conv, bn))
+        _set_submodule(folded, bn_name, torch.nn.Identity())
+    return folded, len(pairs)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import io
 import json
 import logging
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__, _io, _onnx
 from ..errors import ExportError, UsageError
 from ..models import LoadedModel
-from . import _fold, _verify
+from . import _fold, _modules, _verify
 
 if TYPE_CHECKING:
     import onnx
@@ -94,6 +95,9 @@ def _torch_to_onnx(module: Any, input_shape: tuple[int, ...], config: ExportConf
     example = torch.zeros(config.batch or (2 if keep_bn else 1), *input_shape)
     dynamic = None if config.batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
     mode = torch.onnx.TrainingMode.TRAINING if keep_bn else torch.onnx.TrainingMode.EVAL
+    # torch >= 2.5 has `dynamo` (and from 2.9 defaults to it); older torch (JetPack 6.0's 2.3)
+    # has no such parameter and is TorchScript-based already: pass it only where it exists.
+    extra: dict[str, Any] = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     buf = io.BytesIO()
     # The TorchScript-based exporter: it takes TorchScript modules too, targets an exact opset
     # (TensorRT 8.6 needs <= 17) and is fast; torch marks it deprecated, hence the filter.
@@ -104,13 +108,13 @@ def _torch_to_onnx(module: Any, input_shape: tuple[int, ...], config: ExportConf
                 module,
                 (example,),
                 buf,  # type: ignore[arg-type]  # file-like objects are accepted
-                dynamo=False,
                 opset_version=config.opset,
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
                 dynamic_axes=dynamic,
                 do_constant_folding=not keep_bn,
                 training=mode,
+                **extra,
             )
         except Exception as exc:
             raise ExportError(
@@ -135,19 +139,44 @@ def _simplify(model: onnx.ModelProto, *, keep_bn: bool) -> onnx.ModelProto:
     return simplified
 
 
-def export_onnx(model: LoadedModel, output: str | Path, config: ExportConfig = ExportConfig()) -> ExportResult:
-    """Export, fold, simplify, check and verify; write ``output`` only if all of it passed."""
+def _check(proto: onnx.ModelProto) -> None:
     import onnx
 
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:
+        raise ExportError(f"the ONNX checker rejected the export: {str(exc).splitlines()[0]}") from exc
+
+
+def _export_metadata(model: LoadedModel, config: ExportConfig, proto: onnx.ModelProto, bn_folded: int,
+                     checks: list[_verify.Check]) -> dict[str, str]:
+    """Preprocessing, source, precision and the node -> module map, for every later stage."""
+    known = {name for name, _ in model.module.named_modules() if name}
+    return {
+        **model.spec.to_metadata(),
+        **model.preprocess.to_metadata(),
+        "resdeploy.num_classes": str(model.num_classes),
+        "resdeploy.precision": "fp32",
+        "resdeploy.version": __version__,
+        "resdeploy.export": json.dumps({
+            "opset": config.opset,
+            "batch": config.batch or "dynamic",
+            "bn_folded": bn_folded,
+            "max_abs_err": max(c.max_abs_err for c in checks),
+        }),
+        _modules.META_KEY: json.dumps(_modules.node_modules(proto, known), sort_keys=True),
+    }
+
+
+def export_onnx(model: LoadedModel, output: str | Path, config: ExportConfig = ExportConfig()) -> ExportResult:
+    """Export, fold, simplify, check and verify; write ``output`` only if all of it passed."""
     start = time.perf_counter()
     out = _io.check_writable(output)
     pre = model.preprocess
     reference = _verify.torch_reference(model.module)
-    bn_total = _fold.count_batchnorms(model.module)
     module, folded_torch = _fold.fold_bn_module(model.module) if config.fold_bn else (model.module, 0)
     if folded_torch:
         log.info("folded %d BatchNorm layers into their convolutions (torch)", folded_torch)
-
     proto = _torch_to_onnx(module, pre.input_shape, config)
     nodes_exported = len(proto.graph.node)
     folded_onnx = 0
@@ -155,43 +184,20 @@ def export_onnx(model: LoadedModel, output: str | Path, config: ExportConfig = E
         folded_onnx = _fold.fold_bn_onnx(proto).folded
     if config.simplify:
         proto = _simplify(proto, keep_bn=not config.fold_bn)
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except Exception as exc:
-        raise ExportError(f"the ONNX checker rejected the export: {str(exc).splitlines()[0]}") from exc
-
+    _check(proto)
     batches = (config.batch,) if config.batch else config.verify_batches
     checks = _verify.compare(
         proto, reference, input_shape=pre.input_shape, batches=batches, tolerance=config.tolerance,
         seed=config.seed, what="the exported ONNX",
     )
-    meta = {
-        **model.spec.to_metadata(),
-        **pre.to_metadata(),
-        "resdeploy.num_classes": str(model.num_classes),
-        "resdeploy.precision": "fp32",
-        "resdeploy.version": __version__,
-        "resdeploy.export": json.dumps({
-            "opset": config.opset,
-            "batch": config.batch or "dynamic",
-            "bn_folded": folded_torch + folded_onnx,
-            "max_abs_err": max(c.max_abs_err for c in checks),
-        }),
-    }
+    meta = _export_metadata(model, config, proto, folded_torch + folded_onnx, checks)
     _onnx.set_metadata(proto, meta)
     proto.producer_name, proto.producer_version = "resdeploy", __version__
     _io.write_bytes(out, _onnx.serialize(proto))
     return ExportResult(
-        path=out,
-        nodes_exported=nodes_exported,
-        nodes_final=len(proto.graph.node),
-        bn_in_model=bn_total,
-        bn_folded_torch=folded_torch,
-        bn_folded_onnx=folded_onnx,
-        simplified=config.simplify,
-        checks=checks,
-        seconds=time.perf_counter() - start,
-        metadata=meta,
+        path=out, nodes_exported=nodes_exported, nodes_final=len(proto.graph.node),
+        bn_in_model=_fold.count_batchnorms(model.module), bn_folded_torch=folded_torch, bn_folded_onnx=folded_onnx,
+        simplified=config.simplify, checks=checks, seconds=time.perf_counter() - start, metadata=meta,
     )
 
 

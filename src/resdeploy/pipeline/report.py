@@ -6,62 +6,82 @@ import json
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__, _io
-from .config import RunConfig
+from .plots import write_plots
+
+if TYPE_CHECKING:
+    from .run import Runner, Variant
 
 __all__ = ["summary_rows", "write_outputs"]
 
+Latency = dict[tuple[str, str], list[dict[str, Any]]]
+_ACCURACY_KEYS = ("top1", "top5", "agreement_top1", "n", "max_abs_logit_err", "top1_ci95", "drop_pp",
+                  "drop_p_value", "drop_words")
 
-def _variant_entries(
-    cfg: RunConfig,
-    accuracy: dict[str, Any],
-    latency: dict[tuple[str, str], list[dict[str, Any]]],
-    variants: list[Any],
-) -> list[dict[str, Any]]:
-    by_path = {str(v.path): v for v in variants}
-    acc = {r["artifact"]: r for r in accuracy["results"]}
+
+def _accuracy_of(text: str, backend: str, accuracy: dict[str, Any]) -> dict[str, Any]:
     ref = accuracy["reference"]
-    torch_b1 = next((r for r in latency.get((cfg.model, "torch"), []) if r["batch"] == min(cfg.batches)), None)
+    if backend == "torch":
+        return {"top1": ref["top1"], "top5": ref["top5"], "agreement_top1": 1.0, "n": ref["n"],
+                "max_abs_logit_err": 0.0, "top1_ci95": ref.get("top1_ci95")}
+    r: dict[str, Any] = next((r for r in accuracy["results"] if r["artifact"] == text and r["backend"] == backend),
+             next((r for r in accuracy["results"] if r["artifact"] == text), {}))
+    return {k: r.get(k) for k in _ACCURACY_KEYS}
+
+
+def _entry(name: str, precision: str, target: str, text: str, backend: str, results: list[dict[str, Any]],
+           accuracy: dict[str, Any], torch_p50: float | None) -> dict[str, Any]:
+    first = min(results, key=lambda r: r["batch"])
+    lat = first["latency_ms"]
+    return {
+        "name": name, "precision": precision, "target": target, "backend": backend, "artifact": text,
+        "accuracy": _accuracy_of(text, backend, accuracy),
+        "latency_ms": {"batch": first["batch"], "p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"]},
+        "throughput_ips": first["throughput_ips"],
+        "speedup_vs_torch": (torch_p50 / lat["p50"]) if torch_p50 else None,
+        "size_bytes": Path(text).stat().st_size if Path(text).is_file() else None,
+        "by_batch": [{"batch": r["batch"], **{k: r["latency_ms"][k] for k in ("p50", "p90", "p99", "mean")},
+                      "throughput_ips": r["throughput_ips"], "iters": r["iters"]} for r in results],
+    }
+
+
+def variant_entries(model: str, batches: tuple[int, ...], accuracy: dict[str, Any], latency: Latency,
+                    variants: list[Variant]) -> list[dict[str, Any]]:
+    """One entry per (artifact, backend); ``fastest`` marks each artifact's fastest CPU backend."""
+    by_path = {str(v.path): v for v in variants}
+    torch_b1 = next((r for r in latency.get((model, "torch"), []) if r["batch"] == min(batches)), None)
+    torch_p50 = torch_b1["latency_ms"]["p50"] if torch_b1 else None
     entries = []
     for (text, backend), results in latency.items():
-        v = by_path.get(text)
         if backend == "torch":
-            name, precision, target = "torch-fp32", "fp32", "cpu"
-            a = {"top1": ref["top1"], "top5": ref["top5"], "agreement_top1": 1.0, "n": ref["n"], "max_abs_logit_err": 0.0}
-        else:
-            assert v is not None
-            name, precision, target = v.name + ("-engine" if text.endswith(".plan") else ""), v.precision, v.target
-            r = acc.get(text, {})
-            a = {k: r.get(k) for k in ("top1", "top5", "agreement_top1", "n", "max_abs_logit_err")}
-        first = min(results, key=lambda r: r["batch"])
-        lat = first["latency_ms"]
-        entries.append({
-            "name": name, "precision": precision, "target": target, "backend": backend, "artifact": text,
-            "accuracy": a,
-            "latency_ms": {"batch": first["batch"], "p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"]},
-            "throughput_ips": first["throughput_ips"],
-            "speedup_vs_torch": (torch_b1["latency_ms"]["p50"] / lat["p50"]) if torch_b1 else None,
-            "size_bytes": Path(text).stat().st_size if Path(text).is_file() else None,
-            "by_batch": [{"batch": r["batch"], **{k: r["latency_ms"][k] for k in ("p50", "p90", "p99", "mean")},
-                          "throughput_ips": r["throughput_ips"], "iters": r["iters"]} for r in results],
-        })
+            entries.append(_entry("torch-fp32", "fp32", "cpu", text, backend, results, accuracy, torch_p50))
+            continue
+        v = by_path[text]
+        name = v.name + ("-engine" if text.endswith(".plan") else "")
+        entries.append(_entry(name, v.precision, v.target, text, backend, results, accuracy, torch_p50))
+    for text in {e["artifact"] for e in entries}:
+        cpu = [e for e in entries if e["artifact"] == text and e["backend"] in ("ort-cpu", "ov-cpu", "torch")]
+        if len(cpu) > 1:
+            min(cpu, key=lambda e: e["latency_ms"]["p50"])["fastest"] = True
     return entries
 
 
 def summary_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The summary table a person reads first (also printed by the CLI)."""
     batches = sorted({b["batch"] for v in report["variants"] for b in v["by_batch"]})
-    cols = ["variant", "precision", "target", "backend", "top-1 %", "agree %",
+    cols = ["variant", "precision", "target", "backend", "top-1 %", "95% CI", "agree %",
             *[f"p50 ms b{b}" for b in batches], f"img/s b{batches[-1]}", "x torch", "MB"]
     rows = []
     for v in report["variants"]:
         a = v["accuracy"]
         by = {b["batch"]: b for b in v["by_batch"]}
+        ci = a.get("top1_ci95")
         rows.append([
-            v["name"], v["precision"], v["target"], v["backend"],
+            v["name"], v["precision"], v["target"], v["backend"] + (" *" if v.get("fastest") else ""),
             f"{100 * a['top1']:.2f}" if a.get("top1") is not None else "-",
+            f"{100 * ci[0]:.2f}-{100 * ci[1]:.2f}" if ci else "-",
             f"{100 * a['agreement_top1']:.2f}" if a.get("agreement_top1") is not None else "-",
             *[f"{by[b]['p50']:.2f}" if b in by else "-" for b in batches],
             f"{by[batches[-1]]['throughput_ips']:.0f}" if batches[-1] in by else "-",
@@ -71,32 +91,26 @@ def summary_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return cols, rows
 
 
-def _markdown(report: dict[str, Any]) -> str:
-    cols, rows = summary_rows(report)
-    ref = report["reference"]
-    lines = [
-        f"# resdeploy report: {report['model']['spec']}",
-        "",
-        f"Validation: {report['data']['val']} ({ref['n']} images). FP32 torch reference: top-1 "
-        f"{100 * ref['top1']:.2f} %, top-5 {100 * ref['top5']:.2f} %. Latency: p50 per batch, each artifact timed "
-        f"alone in its own process on {report['env']['cpu']} ({report['env']['threads']} threads).",
-        "",
-        "| " + " | ".join(cols) + " |",
-        "| " + " | ".join("---" if i < 4 else "---:" for i in range(len(cols))) + " |",
-        *["| " + " | ".join(r) + " |" for r in rows],
-        "",
-        "![latency per batch size](plots/latency_by_batch.png)",
-        "![accuracy against latency](plots/accuracy_vs_latency.png)",
-        "",
-        "## Stages",
-        "",
-        "| stage | seconds | artifact | note |",
-        "| --- | ---: | --- | --- |",
-    ]
-    for s in report["stages"]:
-        note = "reused (inputs unchanged)" if s.get("reused") else s.get("skipped", "")
-        lines.append(f"| {s['name']} | {s['seconds']:.1f} | {Path(s['artifact']).name if s['artifact'] else '-'} | {note} |")
-    lines += ["", "## Quantization", ""]
+def _md_table(cols: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    return ["| " + " | ".join(cols) + " |",
+            "| " + " | ".join("---" if i < left else "---:" for i in range(len(cols))) + " |",
+            *["| " + " | ".join(r) + " |" for r in rows]]
+
+
+def _md_accuracy(report: dict[str, Any]) -> list[str]:
+    """Whether each variant's drop is distinguishable from zero, in words."""
+    lines = ["## Accuracy against FP32", ""]
+    seen = set()
+    for v in report["variants"]:
+        words = v["accuracy"].get("drop_words")
+        if words and v["artifact"] not in seen:
+            seen.add(v["artifact"])
+            lines.append(f"- **{v['name']}**: {words}.")
+    return [*lines, ""]
+
+
+def _md_quantization(report: dict[str, Any]) -> list[str]:
+    lines = ["## Quantization", ""]
     for name, q in report["quantize"].items():
         calib = q.get("calib") or {}
         line = f"- **{name}**: {q['precision']} for {q['target']}"
@@ -104,91 +118,76 @@ def _markdown(report: dict[str, Any]) -> str:
             line += f", calibration {calib['images']} images of {calib['data']} ({calib['method']}, seed {calib['seed']})"
         if q.get("fallback"):
             line += f"; fell back: {', '.join(q['fallback'])}"
-        if q.get("budget"):
+        if q.get("budget") and q["budget"].get("max_drop_pp") is not None:
             line += f"; top-1 drop {q['budget']['drop_pp']:.3f} pp (budget {q['budget']['max_drop_pp']} pp)"
         lines.append(line)
+    for name, q in report["quantize"].items():
+        lines += _md_layers(name, q)
+    if any(q.get("layers") for q in report["quantize"].values()):
+        lines += ["![per-layer SQNR along depth](plots/layer_sqnr.png)", ""]
+    return lines
+
+
+def _md_layers(name: str, q: dict[str, Any]) -> list[str]:
+    """The ten layers that drift most from FP32, beside the sensitivity ranking --max-drop used."""
+    layers = q.get("layers") or []
+    if not layers:
+        return []
+    worst = sorted(layers, key=lambda x: x["sqnr_db"])[:10]
+    rank = {s["node"]: i + 1 for i, s in enumerate((q.get("budget") or {}).get("sensitivity") or [])}
+    rows = [[x["module"], x["node"], x["kind"], f"{x['sqnr_db']:.1f}", "yes" if x["fallback"] else "no",
+             str(rank.get(x["node"], "-"))] for x in worst]
+    return ["", f"### {name}: the ten layers that drift most from FP32 ({q['layers_images']} images)", "",
+            *_md_table(["module", "ONNX node", "kind", "SQNR dB", "fell back", "sensitivity rank"], rows, left=3),
+            ""]
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    cols, rows = summary_rows(report)
+    ref = report["reference"]
+    lo, hi = ref.get("top1_ci95", (ref["top1"], ref["top1"]))
+    lines = [
+        f"# resdeploy report: {report['model']['spec']}", "",
+        f"Validation: {report['data']['val']} ({ref['n']} images). FP32 torch reference: top-1 "
+        f"{100 * ref['top1']:.2f} % (95% CI {100 * lo:.2f}-{100 * hi:.2f}), top-5 {100 * ref['top5']:.2f} %. "
+        f"Latency: p50 per batch, each artifact timed alone in its own process on {report['env']['cpu']} "
+        f"({report['env']['threads']} threads); * marks each artifact's fastest CPU backend.", "",
+        *_md_table(cols, rows, left=4), "",
+        "![latency per batch size](plots/latency_by_batch.png)",
+        "![accuracy against latency](plots/accuracy_vs_latency.png)", "",
+        *_md_accuracy(report),
+        "## Stages", "",
+        *_md_table(["stage", "seconds", "artifact", "note"], [
+            [s["name"], f"{s['seconds']:.1f}", Path(s["artifact"]).name if s["artifact"] else "-",
+             "reused (inputs unchanged)" if s.get("reused") else s.get("skipped", "")] for s in report["stages"]]),
+        "", *_md_quantization(report),
+    ]
     exp = report["model"]["export"]
     lines += [
-        "",
-        "## Export",
-        "",
+        "", "## Export", "",
         f"BatchNorm folded: {exp['bn_folded_torch'] + exp['bn_folded_onnx']} of {exp['bn_in_model']}; nodes "
         f"{exp['nodes_exported']} -> {exp['nodes_final']}; max |error| against torch "
-        f"{max(c['max_abs_err'] for c in exp['checks']):.2e}.",
-        "",
-        "## TensorRT",
-        "",
-        "trtexec equivalents for TensorRT 8.6, 10 and 11 are in `trtexec.sh`.",
+        f"{max(c['max_abs_err'] for c in exp['checks']):.2e}.", "",
+        "## TensorRT", "",
+        "`sh trtexec.sh` (also in `bundle/`) builds every variant with the recipe of the installed TensorRT "
+        "(8.6, 10.x or 11.x); `resdeploy verify bundle/ model.plan` then checks the engine on the device.",
         *[f"- build skipped: {s['skipped']}" for s in report["stages"] if s.get("skipped")],
-        "",
-        "## Environment",
-        "",
-        "```",
-        json.dumps(report["env"], indent=2),
-        "```",
-        "",
+        "", "## Environment", "", "```", json.dumps(report["env"], indent=2), "```", "",
     ]
     return "\n".join(lines)
 
 
-def _plots(out: Path, report: dict[str, Any]) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plots = out / "plots"
-    plots.mkdir(exist_ok=True)
-    paths = []
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    for v in report["variants"]:
-        bs = [b["batch"] for b in v["by_batch"]]
-        ax.plot(bs, [b["p50"] for b in v["by_batch"]], marker="o", label=f"{v['name']} ({v['backend']})")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("p50 latency per batch (ms, log scale)")
-    ax.set_title(f"{report['model']['spec']}: latency per batch size")
-    ax.set_xticks(sorted({b["batch"] for v in report["variants"] for b in v["by_batch"]}))
-    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(plots / "latency_by_batch.png")
-    fig.savefig(paths[-1])
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    for v in report["variants"]:
-        top1 = v["accuracy"].get("top1")
-        if top1 is None:
-            continue
-        ax.scatter(v["latency_ms"]["p50"], 100 * top1, s=60)
-        ax.annotate(f"{v['name']} ({v['backend']})", (v["latency_ms"]["p50"], 100 * top1),
-                    textcoords="offset points", xytext=(6, 4), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel(f"p50 latency at batch {report['variants'][0]['latency_ms']['batch']} (ms, log scale)")
-    ax.set_ylabel(f"top-1 % on {report['data']['val']}")
-    ax.set_title("accuracy against latency (up and left is better)")
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    paths.append(plots / "accuracy_vs_latency.png")
-    fig.savefig(paths[-1])
-    plt.close(fig)
-    return paths
-
-
-def _manifest(out: Path, extra_roots: list[Path], cfg: RunConfig, env: dict[str, Any], argv: list[str]) -> dict[str, Any]:
-    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json" and not p.name.startswith(".resdeploy-"))
+def _manifest(out: Path, extra_roots: list[Path], runner: Runner, env: dict[str, Any]) -> dict[str, Any]:
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json" and not p.name.startswith("."))
     for root in extra_roots:
         files += sorted(p for p in root.rglob("*") if p.is_file())
     return {
-        "command": " ".join(argv),
+        "command": " ".join(runner.argv),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "resdeploy_version": __version__,
         "python": platform.python_version(),
         "versions": env["versions"],
-        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()},
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in runner.cfg.__dict__.items()},
         "artifacts": [
             {"path": str(p.relative_to(out)) if p.is_relative_to(out) else str(p.resolve()),
              "sha256": _io.sha256_file(p), "bytes": p.stat().st_size}
@@ -197,57 +196,51 @@ def _manifest(out: Path, extra_roots: list[Path], cfg: RunConfig, env: dict[str,
     }
 
 
-def write_outputs(
-    out: Path,
-    cfg: RunConfig,
-    slug: str,
-    export_info: dict[str, Any],
-    quant_reports: dict[str, Any],
-    accuracy: dict[str, Any],
-    latency: dict[tuple[str, str], list[dict[str, Any]]],
-    variants: list[Any],
-    stages: list[dict[str, Any]],
-    env: dict[str, Any],
-    argv: list[str],
-) -> dict[str, Any]:
-    meta = json.loads(json.dumps(export_info))
+def write_outputs(runner: Runner, export_info: dict[str, Any], quant_reports: dict[str, Any],
+                  accuracy: dict[str, Any], latency: Latency) -> dict[str, Any]:
+    from ..runtime import environment
+
+    cfg, out = runner.cfg, runner.out
+    env = environment(None, "one process per artifact")
     report = {
-        "model": {"spec": cfg.model, "weights": cfg.weights, "export": meta},
-        "reference": {k: accuracy["reference"][k] for k in ("artifact", "top1", "top5", "n")},
+        "model": {"spec": cfg.model, "weights": cfg.weights, "export": json.loads(json.dumps(export_info))},
+        "reference": {k: accuracy["reference"][k] for k in ("artifact", "top1", "top5", "n", "top1_ci95")
+                      if k in accuracy["reference"]},
         "data": {"calib": cfg.calib, "val": cfg.val},
-        "stages": stages,
-        "variants": _variant_entries(cfg, accuracy, latency, variants),
+        "stages": runner.stages,
+        "variants": variant_entries(cfg.model, cfg.batches, accuracy, latency, [*runner.variants, *runner.plans]),
         "quantize": quant_reports,
+        "eval_timing": accuracy.get("timing"),
         "env": env,
     }
-    _plots(out, report)
+    write_plots(out, report)
     extra: list[Path] = []
     if cfg.triton_repo:
         from .triton import write_repository
 
-        repo = Path(cfg.triton_repo)
-        write_repository(repo, _triton_models(cfg, slug, variants))
+        repo = _io.check_outdir(cfg.triton_repo)
+        write_repository(repo, _triton_models(runner))
         report["triton_repo"] = str(repo)
         extra.append(repo)
     _io.write_json(out / "report.json", report)
-    _io.write_bytes(out / "report.md", _markdown(report).encode())
-    _io.write_json(out / "manifest.json", _manifest(out, extra, cfg, env, argv))
+    _io.write_text(out / "report.md", _markdown(report))
+    _io.write_json(out / "manifest.json", _manifest(out, extra, runner, env))
     return report
 
 
-def _triton_models(cfg: RunConfig, slug: str, variants: list[Any]) -> list[Any]:
-    from ..build import inspect_onnx, load_record
+def _triton_models(runner: Runner) -> list[Any]:
+    from ..engine import inspect_onnx, load_record
     from ..runtime import Artifact
     from .triton import TritonModel
 
     models = []
-    for v in variants:
+    for v in [*runner.variants, *runner.plans]:
         if v.path is None:
             continue
         art = Artifact.resolve(str(v.path))
         pre = art.preprocess()
         num_classes = int(art.metadata.get("resdeploy.num_classes", "0"))
-        max_batch = cfg.max_batch
+        max_batch = runner.cfg.max_batch
         if art.kind == "plan":
             rec = load_record(v.path) or {}
             input_name, profile = next(iter(rec["profile"].items()))
@@ -256,8 +249,8 @@ def _triton_models(cfg: RunConfig, slug: str, variants: list[Any]) -> list[Any]:
             input_name = inspect_onnx(v.path).input_name
         suffix = "-plan" if art.kind == "plan" else ""
         models.append(TritonModel(
-            name=f"{slug}-{v.name}{suffix}", artifact=v.path, input_name=input_name, input_dims=pre.input_shape,
-            output_name="logits", num_classes=num_classes, max_batch_size=max_batch,
-            preferred_batches=tuple(b for b in cfg.batches if b <= max_batch),
+            name=f"{runner.slug}-{v.name}{suffix}", artifact=v.path, input_name=input_name,
+            input_dims=pre.input_shape, output_name="logits", num_classes=num_classes, max_batch_size=max_batch,
+            preferred_batches=tuple(b for b in runner.cfg.batches if b <= max_batch),
         ))
     return models

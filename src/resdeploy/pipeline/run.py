@@ -1,28 +1,38 @@
-"""``resdeploy run``: export -> quantize -> build -> eval -> bench as a composition of the
-stage functions, each timed and cached by its inputs' hashes, then report and manifest."""
+"""``resdeploy run``: export -> quantize -> build -> eval -> bench -> report, each stage a method
+of a small :class:`Runner` that times it and caches it by its inputs' hashes in OUTDIR.
+
+OUTDIR is locked for the run (a second run on it exits 2 naming the holder's pid; a lock left
+by a killed run is released by the kernel and taken over), every artifact is written
+atomically, and a stage is recorded only once its artifacts are in place: an interrupted run
+resumes where it stopped.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import __version__, _io
-from ..build import BuildConfig, choose_recipe, format_command, inspect_onnx, profile_shapes, trtexec_command
-from ..build._trt import import_tensorrt
+from .._tensorrt import import_tensorrt, tensorrt_unavailable_reason
+from ..engine import BuildConfig, inspect_onnx, trtexec_script
 from ..models import ModelSpec, load_model
 from ..quantize import QuantizeConfig, quantize
-from ..runtime import Artifact, BenchConfig, EvalConfig, benchmark_isolated, environment, evaluate
-from ..runtime.registry import get_backend
+from ..runtime import Artifact, BenchConfig, EvalConfig, benchmark_isolated, environment, evaluate, get_backend
 from ._stages import StageStore
 from .config import RunConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunResult", "Variant", "run_pipeline"]
+__all__ = ["RunResult", "Runner", "Variant", "run_pipeline"]
+
+T = TypeVar("T")
+LOCK_NAME = ".resdeploy-lock"
 
 
 @dataclass
@@ -41,33 +51,28 @@ class RunResult:
     stages: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _spec(cfg: RunConfig) -> ModelSpec:
+def model_spec(cfg: RunConfig) -> ModelSpec:
     return ModelSpec(cfg.model, weights=cfg.weights, num_classes=cfg.num_classes, input_size=cfg.input_size,
-                     mean=cfg.mean, std=cfg.std)
+                     mean=cfg.mean, std=cfg.std, trust_pickle=cfg.trust_pickle)
 
 
-def _model_identity(spec: ModelSpec) -> dict[str, Any]:
+def model_identity(spec: ModelSpec) -> dict[str, Any]:
     """What determines the FP32 model's weights, computable before exporting."""
-    ident: dict[str, Any] = asdict(spec)
-    if spec.spec.startswith("zoo:"):
-        from ..zoo import load_zoo_model, zoo_path
+    from ..zoo import load_zoo_model, zoo_path
 
-        load_zoo_model(spec.spec[4:])  # trains on first use, so the weights exist to be hashed
-        ident["weights_sha256"] = _io.sha256_file(zoo_path(spec.spec[4:]))
+    ident: dict[str, Any] = asdict(spec)
+    parsed = spec.parsed
+    if parsed.kind == "zoo":
+        load_zoo_model(parsed.name)  # trains on first use, so the weights exist to be hashed
+        ident["weights_sha256"] = _io.sha256_file(zoo_path(parsed.name))
     elif spec.weights and Path(spec.weights).is_file():
         ident["weights_sha256"] = _io.sha256_file(spec.weights)
-    elif Path(spec.spec).is_file():
-        ident["file_sha256"] = _io.sha256_file(spec.spec)
+    elif parsed.path is not None:
+        ident["file_sha256"] = _io.sha256_file(parsed.path)
     return ident
 
 
-def _slug(cfg: RunConfig) -> str:
-    """A file- and Triton-safe name for the model: ``zoo:fashion-resnet18`` -> ``fashion-resnet18``."""
-    stem = Path(cfg.model.removeprefix("zoo:")).stem
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in stem) or "model"
-
-
-def _variants(cfg: RunConfig, out: Path, slug: str) -> list[Variant]:
+def plan_variants(cfg: RunConfig, out: Path, slug: str) -> list[Variant]:
     vs = []
     if "fp32" in cfg.precisions:
         vs.append(Variant("fp32", "fp32", "cpu", out / f"{slug}-fp32.onnx"))
@@ -83,116 +88,145 @@ def _variants(cfg: RunConfig, out: Path, slug: str) -> list[Variant]:
 
 
 def _onnx_backends() -> list[str]:
-    """ONNX Runtime backends usable here (ort-cpu always; GPU providers where installed)."""
+    """ONNX backends usable here (ort-cpu always; the others where installed)."""
     return [b for b in ("ort-cpu", "ort-cuda", "ort-trt") if get_backend(b).unavailable_reason() is None]
 
 
-def run_pipeline(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    _io.check_writable(out / "report.json")
-    store = StageStore(out)
-    stages: list[dict[str, Any]] = []
-    slug = _slug(cfg)
+class Runner:
+    """One pipeline run in OUTDIR: each public method is a stage."""
 
-    def stage(name: str, params: dict[str, Any], produce: Any, artifacts: list[Path], artifact: Path | None) -> Any:
+    def __init__(self, cfg: RunConfig, out: Path, argv: list[str]) -> None:
+        self.cfg, self.out, self.argv = cfg, out, argv
+        self.store = StageStore(out)
+        self.stages: list[dict[str, Any]] = []
+        self.spec = model_spec(cfg)
+        self.slug = self.spec.parsed.slug
+        self.ident = model_identity(self.spec)
+        self.fp32 = out / f"{self.slug}-fp32.onnx"
+        self.variants = plan_variants(cfg, out, self.slug)
+        self.plans: list[Variant] = []
+        self.hashes: dict[str, str] = {}
+
+    def stage(self, name: str, params: dict[str, Any], produce: Callable[[], T], artifact: Path | None = None) -> T:
         t0 = time.perf_counter()
-        result, reused = store.run(name, {**params, "resdeploy": __version__}, produce, artifacts)
-        stages.append({"name": name, "seconds": round(time.perf_counter() - t0, 3),
-                       "artifact": str(artifact) if artifact else None, "reused": reused})
-        log.info("stage %s: %s in %.1f s", name, "reused" if reused else "done", stages[-1]["seconds"])
+        result, reused = self.store.run(name, {**params, "resdeploy": __version__}, produce,
+                                        [artifact] if artifact is not None else [])
+        self.stages.append({"name": name, "seconds": round(time.perf_counter() - t0, 3),
+                            "artifact": str(artifact) if artifact else None, "reused": reused})
+        log.info("stage %s: %s in %.1f s", name, "reused" if reused else "done", self.stages[-1]["seconds"])
         return result
 
-    # export
-    spec = _spec(cfg)
-    ident = _model_identity(spec)
-    fp32 = out / f"{slug}-fp32.onnx"
-
-    def do_export() -> dict[str, Any]:
+    def export(self) -> dict[str, Any]:
         from ..export import export_onnx
 
-        return export_onnx(load_model(spec), fp32).to_dict()
+        return self.stage("export", {"model": self.ident},
+                          lambda: export_onnx(load_model(self.spec), self.fp32).to_dict(), self.fp32)
 
-    export_info = stage("export", {"model": ident}, do_export, [fp32], fp32)
-    fp32_sha = _io.sha256_file(fp32)
+    def quantize(self) -> dict[str, Any]:
+        fp32_sha = _io.sha256_file(self.fp32)
+        reports = {}
+        for v in self.variants:
+            if v.quantize is None or v.path is None:
+                continue
+            path, qcfg = v.path, v.quantize
+            reports[v.name] = self.stage(f"quantize:{v.name}", {"fp32": fp32_sha, "config": asdict(qcfg)},
+                                         partial(_quantize, self.fp32, path, qcfg), path)
+        self.hashes = {str(v.path): _io.sha256_file(v.path) for v in self.variants if v.path is not None}
+        return reports
 
-    # quantize
-    variants = _variants(cfg, out, slug)
-    quant_reports: dict[str, Any] = {}
-    for v in variants:
-        if v.quantize is None or v.path is None:
-            continue
-        path, qcfg = v.path, v.quantize
-        quant_reports[v.name] = stage(
-            f"quantize:{v.name}", {"fp32": fp32_sha, "config": asdict(qcfg)},
-            lambda path=path, qcfg=qcfg: quantize(fp32, path, qcfg).to_dict(), [path], path,
-        )
+    def build_config(self) -> BuildConfig:
+        return BuildConfig(min_batch=1, opt_batch=max(self.cfg.batches), max_batch=self.cfg.max_batch)
 
-    # build (TensorRT where installed; the trtexec commands always)
-    trt = import_tensorrt()
-    plans: list[Variant] = []
-    build_cfg = BuildConfig(min_batch=1, opt_batch=max(cfg.batches), max_batch=cfg.max_batch)
-    commands = ["#!/bin/sh", "# trtexec equivalents of `resdeploy build`, per TensorRT generation"]
-    for v in variants:
-        assert v.path is not None
-        info = inspect_onnx(v.path)
-        shapes = profile_shapes(info.input_shape, build_cfg)
-        for gen in ("8.6", "10", "11"):
-            recipe = choose_recipe(gen, info.precision, build_cfg)
-            plan = v.path.with_name(f"{v.path.stem}-trt{gen}.plan")
-            commands.append(f"# TensorRT {gen}, {v.name}")
-            commands.append(format_command(trtexec_command(v.path.name, plan.name, input_name=info.input_name,
-                                                           shapes=shapes, recipe=recipe, config=build_cfg)))
-    (out / "trtexec.sh").write_text("\n".join(commands) + "\n")
-    if trt is not None and get_backend("tensorrt").unavailable_reason() is None:
-        from ..build import build_engine
-
-        for v in variants:
+    def build(self) -> None:
+        """TensorRT engines where TensorRT and a GPU are here; ``trtexec.sh`` always."""
+        entries = [(inspect_onnx(v.path), f"{v.path.stem}.plan") for v in self.variants if v.path is not None]
+        _io.write_text(self.out / "trtexec.sh", trtexec_script(entries, self.build_config()))
+        reason = tensorrt_unavailable_reason()
+        if reason is not None:
+            self.stages.append({"name": "build", "seconds": 0.0, "artifact": None, "reused": False,
+                                "skipped": f"{reason.split(' (')[0]}; see trtexec.sh"})
+            log.info("build: skipped (%s); trtexec commands in %s", reason, self.out / "trtexec.sh")
+            return
+        trt = import_tensorrt()
+        bcfg = self.build_config()
+        for v in self.variants:
             assert v.path is not None
-            plan = v.path.with_suffix(".plan")
-            stage(f"build:{v.name}", {"onnx": _io.sha256_file(v.path), "config": asdict(build_cfg), "trt": trt.__version__},
-                  lambda v=v, plan=plan: build_engine(v.path, plan, build_cfg).record, [plan], plan)
-            plans.append(Variant(v.name, v.precision, v.target, plan))
-    else:
-        reason = "TensorRT is not installed" if trt is None else get_backend("tensorrt").unavailable_reason()
-        stages.append({"name": "build", "seconds": 0.0, "artifact": None, "skipped": f"{reason}; see trtexec.sh"})
-        log.info("build: skipped (%s); trtexec commands in %s", reason, out / "trtexec.sh")
+            plan, onnx_path = v.path.with_suffix(".plan"), v.path
+            self.stage(f"build:{v.name}", {"onnx": self.hashes[str(v.path)], "config": asdict(bcfg), "trt": trt.__version__},
+                       partial(_build, onnx_path, plan, bcfg), plan)
+            self.plans.append(Variant(v.name, v.precision, v.target, plan))
+            self.hashes[str(plan)] = _io.sha256_file(plan)
 
-    # eval: every artifact against the FP32 torch reference
-    onnx_backends = _onnx_backends()
-    runs: list[tuple[Variant, str]] = [(v, b) for v in variants for b in onnx_backends] + [(p, "tensorrt") for p in plans]
-    eval_items = list(dict.fromkeys(str(v.path) for v, _ in runs))
-    hashes = {p: _io.sha256_file(p) for p in eval_items}
+    def runs(self) -> list[tuple[Variant, str]]:
+        """(variant, backend) pairs to measure: each ONNX on each ONNX backend, each plan on tensorrt."""
+        return [(v, b) for v in self.variants for b in _onnx_backends()] + [(p, "tensorrt") for p in self.plans]
 
-    def do_eval() -> dict[str, Any]:
-        report = evaluate([Artifact.resolve(p) for p in eval_items], cfg.val, config=EvalConfig(limit=cfg.val_limit))
-        return report.to_dict()
+    def evaluate(self) -> dict[str, Any]:
+        items = list(dict.fromkeys(str(v.path) for v, _ in self.runs()))
 
-    accuracy = stage("eval", {"artifacts": hashes, "val": cfg.val, "limit": cfg.val_limit, "model": ident},
-                     do_eval, [], None)
+        def produce() -> dict[str, Any]:
+            reference = Artifact.resolve(self.cfg.model, **model_options(self.spec))
+            report = evaluate([Artifact.resolve(p) for p in items], self.cfg.val, reference=reference,
+                              config=EvalConfig(limit=self.cfg.val_limit))
+            return report.to_dict()
 
-    # bench: each (artifact, backend) in its own process, plus the torch reference
-    bcfg = BenchConfig(batches=cfg.batches, warmup=cfg.warmup, iters=cfg.iters, max_seconds=cfg.max_seconds)
-    env = environment(None, "one process per artifact")
-    bench_params = {"config": asdict(bcfg), "cpu": env["cpu"], "versions": env["versions"]}
-    latency: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for v, backend in [(Variant("torch", "fp32", "cpu", None), "torch"), *runs]:
-        text = str(v.path) if v.path else cfg.model
-        identity = hashes[text] if v.path else ident
-        results = stage(f"bench:{v.name}:{backend}", {**bench_params, "artifact": identity, "backend": backend},
-                        lambda text=text, backend=backend: [r.to_dict() for r in benchmark_isolated(
-                            text, backend, bcfg, _model_options(spec))],
-                        [], v.path)
-        latency[(text, backend)] = results
+        params = {"artifacts": {p: self.hashes[p] for p in items}, "val": self.cfg.val, "limit": self.cfg.val_limit,
+                  "model": self.ident}
+        return self.stage("eval", params, produce)
 
-    from .report import write_outputs
-
-    report = write_outputs(out, cfg, slug, export_info, quant_reports, accuracy, latency, [*variants, *plans],
-                           stages, env, argv or sys.argv)
-    return RunResult(out, report, stages)
+    def bench(self) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """Each (artifact, backend) in its own process, plus the torch reference."""
+        cfg = self.cfg
+        bcfg = BenchConfig(batches=cfg.batches, warmup=cfg.warmup, iters=cfg.iters, max_seconds=cfg.max_seconds)
+        env = environment(None, "one process per artifact")
+        common = {"config": asdict(bcfg), "cpu": env["cpu"], "versions": env["versions"]}
+        latency: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for v, backend in [(Variant("torch", "fp32", "cpu", None), "torch"), *self.runs()]:
+            text = str(v.path) if v.path else cfg.model
+            identity = self.hashes[text] if v.path else self.ident
+            latency[(text, backend)] = self.stage(
+                f"bench:{v.name}:{backend}", {**common, "artifact": identity, "backend": backend},
+                partial(_bench, text, backend, bcfg, model_options(self.spec)))
+        return latency
 
 
-def _model_options(spec: ModelSpec) -> dict[str, Any]:
+def _quantize(fp32: Path, path: Path, config: QuantizeConfig) -> dict[str, Any]:
+    return quantize(fp32, path, config).to_dict()
+
+
+def _build(onnx_path: Path, plan: Path, config: BuildConfig) -> dict[str, Any]:
+    from ..engine import build_engine
+
+    return build_engine(onnx_path, plan, config).record
+
+
+def _bench(text: str, backend: str, config: BenchConfig, options: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r.to_dict() for r in benchmark_isolated(text, backend, config, options)]
+
+
+def model_options(spec: ModelSpec) -> dict[str, Any]:
     opts = asdict(spec)
     opts.pop("spec")
     return opts
+
+
+def _clean_stale_temporaries(out: Path) -> None:
+    """Temporary files a killed run left (``.NAME.XXXX.tmp``); safe to remove under the lock."""
+    for p in out.rglob(".*.tmp"):
+        p.unlink(missing_ok=True)
+
+
+def run_pipeline(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
+    from .report import write_outputs
+
+    out = _io.check_outdir(cfg.output)
+    with _io.FileLock(out / LOCK_NAME, what=f"resdeploy run -o {out}"):
+        _clean_stale_temporaries(out)
+        runner = Runner(cfg, out, argv or sys.argv)
+        export_info = runner.export()
+        quant_reports = runner.quantize()
+        runner.build()
+        accuracy = runner.evaluate()
+        latency = runner.bench()
+        report = write_outputs(runner, export_info, quant_reports, accuracy, latency)
+    return RunResult(out, report, runner.stages)

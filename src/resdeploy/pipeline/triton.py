@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from .. import _io
 
 __all__ = ["TritonModel", "config_pbtxt", "write_repository"]
 
@@ -45,8 +46,8 @@ def write_repository(repo: Path, models: list[TritonModel]) -> list[Path]:
         _, filename = _PLATFORM[m.artifact.suffix]
         version = repo / m.name / "1"
         version.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(m.artifact, version / filename)
+        _io.copy_file(m.artifact, version / filename)
         cfg = repo / m.name / "config.pbtxt"
-        cfg.write_text(config_pbtxt(m))
+        _io.write_text(cfg, config_pbtxt(m))
         written += [version / filename, cfg]
     return written

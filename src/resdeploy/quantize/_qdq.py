@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -76,6 +77,69 @@ def _scalar(name: str, value: float | int, dtype: int) -> onnx.TensorProto:
     return helper.make_tensor(name, dtype, [], [value])
 
 
+# Generated names, in one place (as ModelOpt's qdq_utils does): tensor -> its Q/DQ pieces.
+def _scale_name(tensor: str) -> str:
+    return f"{tensor}_scale"
+
+
+def _zero_point_name(tensor: str) -> str:
+    return f"{tensor}_zero_point"
+
+
+def _q_name(tensor: str) -> str:
+    return f"{tensor}_QuantizeLinear"
+
+
+def _dq_name(tensor: str) -> str:
+    return f"{tensor}_DequantizeLinear"
+
+
+def _dq_out_name(tensor: str) -> str:
+    return f"{_dq_name(tensor)}_Output"
+
+
+def _weight_name(node: str) -> str:
+    return f"{node}_weight"
+
+
+class _QdqWriter:
+    """Collects the Q/DQ nodes and initialisers of one rewrite."""
+
+    def __init__(self, thresholds: Mapping[str, float], initializers: Mapping[str, onnx.TensorProto]) -> None:
+        self.thresholds, self.inits = thresholds, initializers
+        self.new_inits: list[onnx.TensorProto] = []
+        self.nodes: list[onnx.NodeProto] = []
+        self.done: dict[str, str] = {}  # activation tensor -> its dequantized name
+
+    def _pair(self, tensor: str, source: str, axis: int | None) -> str:
+        s, z = _scale_name(tensor), _zero_point_name(tensor)
+        kw: dict[str, Any] = {} if axis is None else {"axis": axis}
+        q_out = f"{_q_name(tensor)}_Output"
+        self.nodes.append(helper.make_node("QuantizeLinear", [source, s, z], [q_out], name=_q_name(tensor), **kw))
+        self.nodes.append(helper.make_node("DequantizeLinear", [q_out, s, z], [_dq_out_name(tensor)],
+                                           name=_dq_name(tensor), **kw))
+        return _dq_out_name(tensor)
+
+    def activation(self, tensor: str) -> str:
+        """Per-tensor symmetric Q/DQ with an explicit int8 zero-point (TensorRT rejects uint8)."""
+        if tensor not in self.done:
+            scale = float(np.float32(max(float(self.thresholds[tensor]), 1e-8) / 127.0))
+            self.new_inits += [_scalar(_scale_name(tensor), scale, TensorProto.FLOAT),
+                               _scalar(_zero_point_name(tensor), 0, TensorProto.INT8)]
+            self.done[tensor] = self._pair(tensor, tensor, None)
+        return self.done[tensor]
+
+    def weight(self, node: onnx.NodeProto) -> str:
+        """Float weights -> Q -> DQ, per output channel (axis 0); TensorRT 8.x's parser rejects a
+        DQ fed directly by an int8 initialiser."""
+        w = numpy_helper.to_array(self.inits[node.input[1]]).astype(np.float32)
+        scale = (np.maximum(np.abs(w.reshape(w.shape[0], -1)).max(axis=1), 1e-8) / 127.0).astype(np.float32)
+        base = _weight_name(node.name)
+        self.new_inits += [numpy_helper.from_array(w, base), numpy_helper.from_array(scale, _scale_name(base)),
+                           numpy_helper.from_array(np.zeros(w.shape[0], dtype=np.int8), _zero_point_name(base))]
+        return self._pair(base, base, 0)
+
+
 def write_qdq(
     model: onnx.ModelProto,
     units: Iterable[Unit],
@@ -87,48 +151,20 @@ def write_qdq(
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
-    inits = {t.name: t for t in g.initializer}
     by_node = {u.node: u for u in units}
-    new_inits: list[onnx.TensorProto] = []
-    qdq_for: dict[str, str] = {}  # activation tensor -> its dequantized name
-    nodes: list[onnx.NodeProto] = []
-
-    def activation_qdq(tensor: str) -> str:
-        if tensor not in qdq_for:
-            scale = max(float(thresholds[tensor]), 1e-8) / 127.0
-            s, z = f"{tensor}_scale", f"{tensor}_zero_point"
-            new_inits.extend([_scalar(s, float(np.float32(scale)), TensorProto.FLOAT), _scalar(z, 0, TensorProto.INT8)])
-            q, dq = f"{tensor}_QuantizeLinear", f"{tensor}_DequantizeLinear"
-            nodes.append(helper.make_node("QuantizeLinear", [tensor, s, z], [q + "_Output"], name=q))
-            nodes.append(helper.make_node("DequantizeLinear", [q + "_Output", s, z], [dq + "_Output"], name=dq))
-            qdq_for[tensor] = dq + "_Output"
-        return qdq_for[tensor]
-
+    w = _QdqWriter(thresholds, {t.name: t for t in g.initializer})
     for node in g.node:
         unit = by_node.get(node.name)
         if unit is not None and unit.kind == "conv":
-            node.input[0] = activation_qdq(node.input[0])
-            w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
-            absmax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
-            scale = (np.maximum(absmax, 1e-8) / 127.0).astype(np.float32)
-            base = f"{node.name}_weight"
-            wname, s, z = f"{base}", f"{base}_scale", f"{base}_zero_point"
-            new_inits += [
-                numpy_helper.from_array(w, wname),
-                numpy_helper.from_array(scale, s),
-                numpy_helper.from_array(np.zeros(w.shape[0], dtype=np.int8), z),
-            ]
-            nodes.append(helper.make_node("QuantizeLinear", [wname, s, z], [f"{base}_quantized"], name=f"{base}_QuantizeLinear", axis=0))
-            nodes.append(helper.make_node("DequantizeLinear", [f"{base}_quantized", s, z], [f"{base}_dequantized"], name=f"{base}_DequantizeLinear", axis=0))
-            node.input[1] = f"{base}_dequantized"
+            node.input[0] = w.activation(node.input[0])
+            node.input[1] = w.weight(node)
         elif unit is not None and unit.kind == "residual":
             idx = list(node.input).index(unit.tensor)
-            node.input[idx] = activation_qdq(unit.tensor)
-        nodes.append(node)
-
+            node.input[idx] = w.activation(unit.tensor)
+        w.nodes.append(node)
     del g.node[:]
-    g.node.extend(nodes)
-    g.initializer.extend(new_inits)
+    g.node.extend(w.nodes)
+    g.initializer.extend(w.new_inits)
     used = {i for n in g.node for i in n.input}
     keep = [t for t in g.initializer if t.name in used]
     del g.initializer[:]
@@ -161,6 +197,78 @@ FP16_BLOCK_LIST = (
 )
 
 
+class _Fp16Rewriter:
+    """Rewrites nodes into FP16, inserting one Cast per tensor where FP32 enters the converted
+    region and where FP16 leaves it."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        g = model.graph
+        inferred = onnx.shape_inference.infer_shapes(model)
+        self.elem = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *g.input, *g.output]}
+        self.inits = {t.name: t for t in g.initializer}
+        self.graph = g
+        self.nodes: list[onnx.NodeProto] = []
+        self.fp16_init: dict[str, str] = {}
+        self.to16: dict[str, str] = {}
+        self.to32: dict[str, str] = {}
+        self.converted: set[str] = set()  # tensors now produced in FP16
+
+    def is_float(self, name: str) -> bool:
+        if name in self.inits:
+            return self.inits[name].data_type == TensorProto.FLOAT
+        return self.elem.get(name) == TensorProto.FLOAT
+
+    def cast(self, src: str, dst: str, to: int) -> None:
+        self.nodes.append(helper.make_node("Cast", [src], [dst], name=f"{dst}_Cast", to=to))
+
+    def convert(self, node: onnx.NodeProto) -> None:
+        for i, name in enumerate(node.input):
+            if not name or not self.is_float(name):
+                continue
+            if name in self.inits:
+                if name not in self.fp16_init:
+                    arr = numpy_helper.to_array(self.inits[name]).astype(np.float16)
+                    self.fp16_init[name] = f"{name}_fp16"
+                    self.graph.initializer.append(numpy_helper.from_array(arr, self.fp16_init[name]))
+                node.input[i] = self.fp16_init[name]
+            elif name not in self.converted:
+                if name not in self.to16:
+                    self.to16[name] = f"{name}_fp16"
+                    self.cast(name, self.to16[name], TensorProto.FLOAT16)
+                node.input[i] = self.to16[name]
+        self.converted.update(o for o in node.output if self.is_float(o))
+        for attr in node.attribute:  # Cast nodes that produce float now produce FP16
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
+                attr.i = TensorProto.FLOAT16
+        self.nodes.append(node)
+
+    def keep(self, node: onnx.NodeProto) -> None:
+        for i, name in enumerate(node.input):
+            if name in self.converted:
+                if name not in self.to32:
+                    self.to32[name] = f"{name}_fp32"
+                    self.cast(name, self.to32[name], TensorProto.FLOAT)
+                node.input[i] = self.to32[name]
+        self.nodes.append(node)
+
+    def finish(self) -> None:
+        """Graph outputs produced in FP16 are renamed, then cast back under their own name."""
+        for out_name in {o.name for o in self.graph.output} & self.converted:
+            inner = f"{out_name}_fp16_out"
+            for n in self.nodes:
+                n.output[:] = [inner if o == out_name else o for o in n.output]
+                n.input[:] = [inner if i == out_name else i for i in n.input]
+            self.cast(inner, out_name, TensorProto.FLOAT)
+        g = self.graph
+        del g.node[:]
+        g.node.extend(self.nodes)
+        used = {i for n in g.node for i in n.input}
+        keep = [t for t in g.initializer if t.name in used]
+        del g.initializer[:]
+        g.initializer.extend(keep)
+        del g.value_info[:]
+
+
 def to_fp16(model: onnx.ModelProto, extra_block: Iterable[str] = (), block_nodes: Iterable[str] = ()) -> onnx.ModelProto:
     """FP16 for every node but the blocked op types and nodes; graph inputs and outputs stay FP32.
 
@@ -169,69 +277,13 @@ def to_fp16(model: onnx.ModelProto, extra_block: Iterable[str] = (), block_nodes
     """
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    g = out.graph
     blocked_ops = {*FP16_BLOCK_LIST, *extra_block}
     blocked = set(block_nodes)
-    region = {n.name for n in g.node if n.op_type not in blocked_ops and n.name not in blocked}
-    inferred = onnx.shape_inference.infer_shapes(out)
-    elem = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *g.input, *g.output]}
-    inits = {t.name: t for t in g.initializer}
-    graph_outputs = {o.name for o in g.output}
-
-    def is_float(name: str) -> bool:
-        if name in inits:
-            return inits[name].data_type == TensorProto.FLOAT
-        return elem.get(name) == TensorProto.FLOAT
-
-    new_nodes: list[onnx.NodeProto] = []
-    fp16_init: dict[str, str] = {}
-    to16: dict[str, str] = {}
-    to32: dict[str, str] = {}
-    converted_outputs: set[str] = set()
-
-    def cast(src: str, dst: str, to: int) -> None:
-        new_nodes.append(helper.make_node("Cast", [src], [dst], name=f"{dst}_Cast", to=to))
-
-    for node in g.node:
-        if node.name in region:
-            for i, name in enumerate(node.input):
-                if not name or not is_float(name):
-                    continue
-                if name in inits:
-                    if name not in fp16_init:
-                        arr = numpy_helper.to_array(inits[name]).astype(np.float16)
-                        fp16_init[name] = f"{name}_fp16"
-                        g.initializer.append(numpy_helper.from_array(arr, fp16_init[name]))
-                    node.input[i] = fp16_init[name]
-                elif name not in converted_outputs:
-                    if name not in to16:
-                        to16[name] = f"{name}_fp16"
-                        cast(name, to16[name], TensorProto.FLOAT16)
-                    node.input[i] = to16[name]
-            converted_outputs.update(o for o in node.output if is_float(o))
-            for attr in node.attribute:  # Cast nodes that produce float now produce FP16
-                if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
-                    attr.i = TensorProto.FLOAT16
+    rewriter = _Fp16Rewriter(out)
+    for node in list(out.graph.node):
+        if node.op_type not in blocked_ops and node.name not in blocked:
+            rewriter.convert(node)
         else:
-            for i, name in enumerate(node.input):
-                if name in converted_outputs:
-                    if name not in to32:
-                        to32[name] = f"{name}_fp32"
-                        cast(name, to32[name], TensorProto.FLOAT)
-                    node.input[i] = to32[name]
-        new_nodes.append(node)
-    # Graph outputs produced in FP16 are renamed, then cast back under their own name.
-    for out_name in graph_outputs & converted_outputs:
-        inner = f"{out_name}_fp16_out"
-        for n in new_nodes:
-            n.output[:] = [inner if o == out_name else o for o in n.output]
-            n.input[:] = [inner if i == out_name else i for i in n.input]
-        cast(inner, out_name, TensorProto.FLOAT)
-    del g.node[:]
-    g.node.extend(new_nodes)
-    used = {i for n in g.node for i in n.input}
-    keep = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
-    del g.value_info[:]
+            rewriter.keep(node)
+    rewriter.finish()
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,8 @@ class QuantizeReport:
     budget: dict[str, Any] = field(default_factory=dict)
     verify: dict[str, Any] = field(default_factory=dict)
     ops: dict[str, int] = field(default_factory=dict)
+    layers: list[dict[str, Any]] = field(default_factory=list)  # per quantized layer: SQNR against FP32
+    layers_images: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +134,7 @@ class _Validator:
         n = len(dataset) if limit is None else min(limit, len(dataset))
         self.labels = dataset.labels[:n]
         self.name = name
+        self.data = dataset.name
         self.xs = [x for x, _ in dataset.batches(pre, 250, np.arange(n))]
         self.fp32_logits = _top1_logits(fp32, self.xs, name)
         self.fp32_top1 = float(np.mean(self.fp32_logits.argmax(1) == self.labels))
@@ -157,55 +161,80 @@ class _Validator:
         return sorted(scores, key=lambda s: (-s[1], s[0].node))
 
 
+Rebuild = Callable[[set[str]], onnx.ModelProto]
+
+
+@dataclass
+class _Inputs:
+    """What both paths share: the FP32 model, its preprocessing and input name, the source."""
+
+    src: str | Path
+    fp32: onnx.ModelProto
+    pre: Preprocess | None
+    name: str
+
+
+def _validator(inp: _Inputs, config: QuantizeConfig) -> _Validator:
+    assert config.val is not None
+    val = load_dataset(config.val, default_split="test")
+    return _Validator(inp.fp32, val, _dataset_inputs(val, inp.pre, inp.fp32, inp.src), config.val_limit, inp.name)
+
+
+def _quantize_fp16(inp: _Inputs, config: QuantizeConfig, report: QuantizeReport) -> onnx.ModelProto:
+    """FP16 weights and activations, IO kept FP32, verified on seeded inputs (and top-1 with --val)."""
+    model = _qdq.to_fp16(inp.fp32)
+    report.verify = _verify_fp16(inp.fp32, model, _onnx.image_input(inp.fp32)[1][1:])
+    if config.val:
+        validator = _validator(inp, config)
+        top1, drop = validator.drop_pp(model)
+        report.budget = {"data": validator.data, "n": len(validator.labels), "fp32_top1": validator.fp32_top1,
+                         "top1": top1, "drop_pp": drop, "max_drop_pp": config.max_drop}
+        if config.max_drop is not None and drop > config.max_drop:
+            raise QuantizeError(f"FP16 drops top-1 by {drop:.3f} pp, over --max-drop {config.max_drop}; keep FP32 for this model")
+    return model
+
+
+def _quantize_int8(inp: _Inputs, config: QuantizeConfig, report: QuantizeReport) -> onnx.ModelProto:
+    """Calibrate, write Q/DQ for the target, then meet --max-drop by falling back layers."""
+    assert config.calib is not None
+    calib_ds = load_dataset(config.calib, default_split="train")
+    cpre = _dataset_inputs(calib_ds, inp.pre, inp.fp32, inp.src)
+    batches = calibration_batches(calib_ds, cpre, input_name=inp.name, size=config.calib_size,
+                                  batch_size=config.calib_batch, seed=config.seed)
+    report.calib = {"data": calib_ds.name, "images": sum(len(b[inp.name]) for b in batches),
+                    "method": config.calib_method, "seed": config.seed, "batch": config.calib_batch}
+    units = _qdq.find_units(inp.fp32)
+    report.units = len(units)
+    tensors = sorted({u.tensor for u in units})
+    thresholds = _calib.calibrate(inp.fp32, tensors, batches, config.calib_method, total=len(batches)) \
+        if config.target == "tensorrt" else {}
+
+    def rebuild(excluded: set[str]) -> onnx.ModelProto:
+        if config.target == "cpu":
+            from ._cpu import quantize_cpu
+
+            return quantize_cpu(inp.fp32, batches, config.calib_method, sorted(excluded))
+        kept = [u for u in units if u.node not in excluded]
+        return _qdq.write_qdq(inp.fp32, kept, thresholds, fp16_remainder=not config.fp32_remainder)
+
+    model = rebuild(set())
+    if config.val is not None and config.max_drop is not None:
+        if not thresholds:  # cpu target: the ranking still needs per-tensor ranges
+            thresholds = _calib.calibrate(inp.fp32, tensors, batches, config.calib_method)
+        model, report.fallback, report.budget = _meet_budget(
+            inp.fp32, model, units, thresholds, rebuild, config, _validator(inp, config))
+    return model
+
+
 def quantize(src: str | Path, output: str | Path, config: QuantizeConfig) -> QuantizeReport:
     """Quantize ``src`` into ``output`` (and a JSON report beside it); nothing is written on failure."""
     start = time.perf_counter()
     out = _io.check_writable(output)
     fp32, pre = _load_fp32(src)
-    name = _onnx.image_input(fp32)[0]
+    inp = _Inputs(src, fp32, pre, _onnx.image_input(fp32)[0])
     report = QuantizeReport(path=str(out), precision=config.precision, target=config.target, seconds=0.0)
     meta = _onnx.metadata(fp32)
-
-    if config.precision == "fp16":
-        model = _qdq.to_fp16(fp32)
-        shape = _onnx.image_input(fp32)[1][1:]
-        report.verify = _verify_fp16(fp32, model, shape)
-        if config.val:
-            val = load_dataset(config.val, default_split="test")
-            vpre = _dataset_inputs(val, pre, fp32, src)
-            validator = _Validator(fp32, val, vpre, config.val_limit, name)
-            top1, drop = validator.drop_pp(model)
-            report.budget = {"fp32_top1": validator.fp32_top1, "top1": top1, "drop_pp": drop, "max_drop_pp": config.max_drop}
-            if config.max_drop is not None and drop > config.max_drop:
-                raise QuantizeError(f"FP16 drops top-1 by {drop:.3f} pp, over --max-drop {config.max_drop}; keep FP32 for this model")
-    else:
-        assert config.calib is not None
-        calib_ds = load_dataset(config.calib, default_split="train")
-        cpre = _dataset_inputs(calib_ds, pre, fp32, src)
-        batches = calibration_batches(
-            calib_ds, cpre, input_name=name, size=config.calib_size, batch_size=config.calib_batch, seed=config.seed
-        )
-        report.calib = {"data": calib_ds.name, "images": sum(len(b[name]) for b in batches),
-                        "method": config.calib_method, "seed": config.seed, "batch": config.calib_batch}
-        units = _qdq.find_units(fp32)
-        report.units = len(units)
-        thresholds = _calib.calibrate(fp32, sorted({u.tensor for u in units}), batches, config.calib_method, total=len(batches)) \
-            if config.target == "tensorrt" else {}
-
-        def build(excluded: set[str]) -> onnx.ModelProto:
-            if config.target == "cpu":
-                from ._cpu import quantize_cpu
-
-                return quantize_cpu(fp32, batches, config.calib_method, sorted(excluded))
-            kept = [u for u in units if u.node not in excluded]
-            return _qdq.write_qdq(fp32, kept, thresholds, fp16_remainder=not config.fp32_remainder)
-
-        model = build(set())
-        if config.val is not None and config.max_drop is not None:
-            if not thresholds:  # cpu target: the ranking still needs per-tensor ranges
-                thresholds = _calib.calibrate(fp32, sorted({u.tensor for u in units}), batches, config.calib_method)
-            model, report.fallback, report.budget = _meet_budget(fp32, model, units, thresholds, build, config, pre, src, name)
-
+    model = _quantize_fp16(inp, config, report) if config.precision == "fp16" else _quantize_int8(inp, config, report)
     meta.update({
         "resdeploy.precision": config.precision,
         "resdeploy.target": config.target,
@@ -227,32 +256,31 @@ def _meet_budget(
     model: onnx.ModelProto,
     units: list[_qdq.Unit],
     thresholds: dict[str, float],
-    build: Any,
+    rebuild: Rebuild,
     config: QuantizeConfig,
-    pre: Preprocess | None,
-    src: str | Path,
-    name: str,
+    validator: _Validator,
 ) -> tuple[onnx.ModelProto, list[str], dict[str, Any]]:
     """Give the most sensitive layers back to higher precision until the drop fits."""
-    assert config.val is not None and config.max_drop is not None
-    val = load_dataset(config.val, default_split="test")
-    validator = _Validator(fp32, val, _dataset_inputs(val, pre, fp32, src), config.val_limit, name)
+    assert config.max_drop is not None
     top1, drop = validator.drop_pp(model)
     history = [{"fallback": 0, "top1": top1, "drop_pp": drop}]
     log.info("INT8 top-1 %.4f, drop %.3f pp (budget %.3f pp)", top1, drop, config.max_drop)
     excluded: list[str] = []
+    ranking: list[dict[str, Any]] = []
     if drop > config.max_drop:
-        ranked = [u for u, _ in validator.sensitivity(fp32, units, thresholds, config.sensitivity_images)]
+        scored = validator.sensitivity(fp32, units, thresholds, config.sensitivity_images)
+        ranking = [{"node": u.node, "kind": u.kind, "mse": err} for u, err in scored]
+        ranked = [u for u, _ in scored]
         step = 1
         while drop > config.max_drop and len(excluded) < len(ranked):
             excluded = [u.node for u in ranked[: len(excluded) + step]]
-            model = build(set(excluded))
+            model = rebuild(set(excluded))
             top1, drop = validator.drop_pp(model)
             history.append({"fallback": len(excluded), "top1": top1, "drop_pp": drop})
             log.info("fell back %d layer(s): top-1 %.4f, drop %.3f pp", len(excluded), top1, drop)
             step *= 2
-    budget = {"data": val.name, "n": len(validator.labels), "fp32_top1": validator.fp32_top1, "top1": top1,
-              "drop_pp": drop, "max_drop_pp": config.max_drop, "history": history}
+    budget = {"data": validator.data, "n": len(validator.labels), "fp32_top1": validator.fp32_top1, "top1": top1,
+              "drop_pp": drop, "max_drop_pp": config.max_drop, "history": history, "sensitivity": ranking}
     if drop > config.max_drop:
         raise QuantizeError(
             f"could not meet --max-drop {config.max_drop} pp: {drop:.3f} pp even with {len(excluded)} of "

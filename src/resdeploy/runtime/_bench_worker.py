@@ -1,5 +1,6 @@
 """``python -m resdeploy.runtime._bench_worker``: one artifact benchmarked in a clean process."""
 
-from .bench import _worker_main
+if __name__ == "__main__":
+    from .bench import worker_main
 
-raise SystemExit(_worker_main())
+    raise SystemExit(worker_main())

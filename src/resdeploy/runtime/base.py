@@ -1,21 +1,27 @@
 """The one runtime interface: a :class:`Backend` prepares an artifact into a :class:`Session`
-(build once); a session is a context manager whose ``infer`` runs many times."""
+(build once); a session is a context manager whose ``infer`` runs many times.
+
+As in Polygraphy's ``BaseRunner.infer`` -> ``infer_impl``: the concrete :meth:`Session.infer`
+checks the feed once (names, dtype, rank, fixed dimensions) against what the artifact declares,
+then calls the backend's :meth:`Session.infer_impl`.
+"""
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar
 
 import numpy as np
 
+from ..errors import UsageError
 from .artifact import Artifact
 
-__all__ = ["Backend", "BackendOptions", "Session", "Timing"]
+__all__ = ["Backend", "BackendOptions", "Session", "TensorSpec", "Timing"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,16 @@ class BackendOptions:
     device: int = 0  # CUDA device ordinal
     cuda_graphs: bool = False  # TensorRT backend: replay a captured CUDA graph
     cache_dir: Path | None = None  # ort-trt engine / timing caches
+    batch_hint: int | None = None  # the batch size it will mostly run (OpenVINO picks its hint from it)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A declared input: its name, NumPy dtype and shape (None for a dynamic dimension)."""
+
+    name: str
+    dtype: str = "float32"
+    shape: tuple[int | None, ...] = (None, 3, None, None)
 
 
 @dataclass
@@ -45,17 +61,48 @@ class Session(ABC):
 
     backend: str
     artifact: Artifact
-    input_name: str = "input"
-    output_names: list[str] = field(default_factory=lambda: ["logits"])
+    inputs: list[TensorSpec]
+    output_names: list[str]
     device: str = "cpu"
 
-    @abstractmethod
-    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    @property
+    def input_name(self) -> str:
+        return self.inputs[0].name
+
+    def check_feed(self, feed: Mapping[str, np.ndarray]) -> None:
+        """Names, dtype, rank and fixed dimensions, each failure one line naming the fix."""
+        expected = [t.name for t in self.inputs]
+        if sorted(feed) != sorted(expected):
+            raise UsageError(f"{self.artifact.name} takes inputs {expected}, got {sorted(feed)}")
+        for spec in self.inputs:
+            x = feed[spec.name]
+            if not isinstance(x, np.ndarray):
+                raise UsageError(f"input {spec.name!r} must be a NumPy array, got {type(x).__name__}")
+            if x.dtype != np.dtype(spec.dtype):
+                raise UsageError(f"input {spec.name!r} must be {spec.dtype}, got {x.dtype}; convert it with .astype")
+            if x.ndim != len(spec.shape):
+                raise UsageError(f"input {spec.name!r} must have rank {len(spec.shape)} {_shape(spec.shape)}, "
+                                 f"got shape {x.shape}")
+            bad = [i for i, (d, s) in enumerate(zip(x.shape, spec.shape, strict=True)) if s is not None and d != s]
+            if bad:
+                raise UsageError(f"input {spec.name!r} has shape {x.shape} but {self.artifact.name} takes "
+                                 f"{_shape(spec.shape)}; preprocess the data for this model")
+
+    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.check_feed(feed)
+        return self.infer_impl(feed)
 
     def timed(self, feed: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], Timing]:
-        """``infer`` with its latency; GPU sessions override this with event timing."""
+        """``infer`` with its latency; GPU sessions override :meth:`timed_impl` with event timing."""
+        self.check_feed(feed)
+        return self.timed_impl(feed)
+
+    @abstractmethod
+    def infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def timed_impl(self, feed: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], Timing]:
         start = time.perf_counter_ns()
-        out = self.infer(feed)
+        out = self.infer_impl(feed)
         return out, Timing((time.perf_counter_ns() - start) / 1e6)
 
     def close(self) -> None:  # noqa: B027 - optional hook
@@ -70,10 +117,18 @@ class Session(ABC):
         self.close()
 
 
+def _shape(shape: Sequence[int | None]) -> str:
+    return "(" + ", ".join("N" if i == 0 and d is None else "?" if d is None else str(d) for i, d in enumerate(shape)) + ")"
+
+
 class Backend(ABC):
+    """Declared once with :func:`~resdeploy.runtime.registry.register_backend`; ``name``,
+    ``kinds`` and ``summary`` feed the CLI's choices and help."""
+
     name: ClassVar[str]
-    kinds: ClassVar[tuple[str, ...]]  # artifact kinds it runs
+    kinds: ClassVar[tuple[str, ...]]  # artifact kinds it runs: "onnx", "plan", "model"
     device: ClassVar[str] = "cpu"
+    summary: ClassVar[str] = ""
 
     def unavailable_reason(self) -> str | None:
         """None when usable here; otherwise one sentence saying what is missing and how to get it."""

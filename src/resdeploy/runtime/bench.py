@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ResdeployError, StageError, UsageError
+from ..errors import ResdeployError, StageError, UsageError, from_payload, to_payload
 from .artifact import Artifact
-from .base import BackendOptions
+from .base import BackendOptions, Session
 from .registry import check_backend, open_session
 
 log = logging.getLogger(__name__)
@@ -75,70 +75,77 @@ def summarize(samples_ms: list[float]) -> dict[str, float]:
     }
 
 
+def _time_batch(session: Session, batch: int, config: BenchConfig) -> tuple[list[float], list[float], list[float]]:
+    """Warm-up, then timed runs until ``iters`` (or ``max_seconds`` after ``min_iters``)."""
+    spec = session.inputs[0]
+    shape = (batch, *(d if d is not None else 1 for d in spec.shape[1:]))
+    x = np.random.default_rng(config.seed).standard_normal(shape).astype(spec.dtype)
+    feed = {spec.name: x}
+    for _ in range(config.warmup):
+        session.timed(feed)
+    total: list[float] = []
+    h2d: list[float] = []
+    d2h: list[float] = []
+    deadline = time.perf_counter() + config.max_seconds
+    while len(total) < config.iters:
+        _, t = session.timed(feed)
+        total.append(t.total_ms)
+        h2d.append(t.h2d_ms)
+        d2h.append(t.d2h_ms)
+        if len(total) >= config.min_iters and time.perf_counter() > deadline:
+            break
+    return total, h2d, d2h
+
+
 def benchmark(artifact: Artifact, backend: str, config: BenchConfig) -> list[BenchResult]:
-    """Time ``artifact`` in this process (the caller isolates it; see :func:`benchmark_isolated`)."""
+    """Time ``artifact`` in this process (the caller isolates it; see :func:`benchmark_isolated`).
+
+    Each batch size gets its own session, prepared for that batch (OpenVINO picks its
+    latency or throughput hint from it)."""
     name, _ = check_backend(artifact, backend)
     results = []
-    with open_session(artifact, name, BackendOptions(threads=config.threads)) as session:
-        pre_shape = _input_chw(artifact)
-        for b in config.batches:
-            if artifact.batch is not None and b != artifact.batch:
-                raise UsageError(f"{artifact.text} has a static batch of {artifact.batch}; bench it with --batch {artifact.batch}")
-            x = np.random.default_rng(config.seed).standard_normal((b, *pre_shape)).astype(np.float32)
-            feed = {session.input_name: x}
-            for _ in range(config.warmup):
-                session.timed(feed)
-            compute: list[float] = []
-            h2d: list[float] = []
-            d2h: list[float] = []
-            deadline = time.perf_counter() + config.max_seconds
-            while len(compute) < config.iters:
-                _, t = session.timed(feed)
-                compute.append(t.total_ms)
-                h2d.append(t.h2d_ms)
-                d2h.append(t.d2h_ms)
-                if len(compute) >= config.min_iters and time.perf_counter() > deadline:
-                    break
-            lat = summarize(compute)
-            copies = {}
-            if session.device != "cpu":
-                copies = {"h2d_p50": float(np.median(h2d)), "d2h_p50": float(np.median(d2h)),
-                          "compute_p50": float(np.median(np.asarray(compute) - np.asarray(h2d) - np.asarray(d2h)))}
-            results.append(BenchResult(
-                artifact=artifact.text, backend=name, precision=artifact.precision, batch=b, latency_ms=lat,
-                throughput_ips=b * 1000.0 / lat["mean"], iters=len(compute), device=session.device, copies_ms=copies,
-            ))
-            log.info("%s on %s, batch %d: p50 %.2f ms over %d iterations", artifact.name, name, b, lat["p50"], len(compute))
+    for b in config.batches:
+        if artifact.batch is not None and b != artifact.batch:
+            raise UsageError(f"{artifact.text} has a static batch of {artifact.batch}; bench it with --batch {artifact.batch}")
+        with open_session(artifact, name, BackendOptions(threads=config.threads, batch_hint=b)) as session:
+            total, h2d, d2h = _time_batch(session, b, config)
+            device = session.device
+        lat = summarize(total)
+        copies = {}
+        if device != "cpu":
+            copies = {"h2d_p50": float(np.median(h2d)), "d2h_p50": float(np.median(d2h)),
+                      "compute_p50": float(np.median(np.asarray(total) - np.asarray(h2d) - np.asarray(d2h)))}
+        results.append(BenchResult(
+            artifact=artifact.text, backend=name, precision=artifact.precision, batch=b, latency_ms=lat,
+            throughput_ips=b * 1000.0 / lat["mean"], iters=len(total), device=device, copies_ms=copies,
+        ))
+        log.info("%s on %s, batch %d: p50 %.2f ms over %d iterations", artifact.name, name, b, lat["p50"], len(total))
     return results
 
 
-def _input_chw(artifact: Artifact) -> tuple[int, int, int]:
-    if artifact.kind == "model" or artifact.metadata:
-        return artifact.preprocess().input_shape
-    if artifact.kind == "onnx" and artifact.path is not None:
-        from .. import _onnx
-
-        _, shape = _onnx.image_input(_onnx.load(artifact.path))
-        return shape[1:]
-    raise UsageError(f"cannot tell the input shape of {artifact.text}; export it with `resdeploy export`")
-
-
 def benchmark_isolated(artifact_text: str, backend: str, config: BenchConfig, model_options: dict[str, Any] | None = None) -> list[BenchResult]:
-    """Run :func:`benchmark` in a fresh Python process: only one runtime alive while timing."""
+    """Run :func:`benchmark` in a fresh Python process: only one runtime alive while timing.
+
+    The worker answers with JSON on stdout: the results, or the error it met (its class, message
+    and exit code), which is raised here again as the same class.
+    """
     payload = json.dumps({"artifact": artifact_text, "backend": backend, "config": asdict(config),
                           "model_options": model_options or {}})
-    env = dict(os.environ)
     proc = subprocess.run(
-        [sys.executable, "-m", "resdeploy.runtime._bench_worker"], input=payload, capture_output=True, text=True, env=env,
+        [sys.executable, "-m", "resdeploy.runtime._bench_worker"], input=payload, capture_output=True, text=True,
+        env=dict(os.environ),
     )
-    if proc.returncode != 0:
+    try:
+        answer = json.loads(proc.stdout) if proc.stdout.strip() else None
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict) and "error" in answer:
+        raise from_payload(answer["error"])
+    if proc.returncode != 0 or not isinstance(answer, dict):
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        last = lines[-1] if lines else "no output"
-        if proc.returncode == 2:
-            raise UsageError(last.removeprefix("error: "))
-        raise StageError(f"benchmark of {artifact_text} failed: {last.removeprefix('error: ')}")
-    data = json.loads(proc.stdout)
-    return [BenchResult(**r) for r in data]
+        last = lines[-1] if lines else f"exit code {proc.returncode}, no output"
+        raise StageError(f"benchmark of {artifact_text} failed: {last}; rerun with --in-process --debug to see why")
+    return [BenchResult(**r) for r in answer["results"]]
 
 
 def _cpu_name() -> str:
@@ -171,8 +178,8 @@ def environment(threads: int | None, isolation: str) -> dict[str, Any]:
     }
 
 
-def _worker_main() -> int:
-    """Child side of :func:`benchmark_isolated`: JSON in on stdin, JSON results on stdout."""
+def worker_main() -> int:
+    """Child side of :func:`benchmark_isolated`: a JSON request on stdin, a JSON answer on stdout."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
     req = json.loads(sys.stdin.read())
     cfg = req["config"]
@@ -181,7 +188,7 @@ def _worker_main() -> int:
         artifact = Artifact.resolve(req["artifact"], **req.get("model_options", {}))
         results = benchmark(artifact, req["backend"], BenchConfig(**cfg))
     except ResdeployError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stdout.write(json.dumps({"error": to_payload(exc)}))
         return exc.exit_code
-    sys.stdout.write(json.dumps([r.to_dict() for r in results]))
+    sys.stdout.write(json.dumps({"results": [r.to_dict() for r in results]}))
     return 0

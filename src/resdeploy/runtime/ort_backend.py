@@ -11,14 +11,28 @@ import numpy as np
 from .. import _onnx
 from ..errors import BackendUnavailableError
 from .artifact import Artifact
-from .base import Backend, BackendOptions, Session
+from .base import Backend, BackendOptions, Session, TensorSpec
+from .registry import register_backend
+
+# ONNX Runtime's type strings -> NumPy dtypes, for the feed check.
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+               "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(int32)": "int32", "tensor(int64)": "int64"}
+
+
+def input_specs(sess: Any) -> list[TensorSpec]:
+    """What an ONNX Runtime session declares: names, dtypes, shapes (symbolic dims as None)."""
+    return [
+        TensorSpec(i.name, _ORT_DTYPES.get(i.type, "float32"),
+                   tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape))
+        for i in sess.get_inputs()
+    ]
 
 
 @dataclass
 class OrtSession(Session):
     sess: Any = None
 
-    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         outs = self.sess.run(self.output_names, dict(feed))
         return dict(zip(self.output_names, outs, strict=True))
 
@@ -54,19 +68,23 @@ class OrtBackend(Backend):
         return OrtSession(
             backend=self.name,
             artifact=artifact,
-            input_name=sess.get_inputs()[0].name,
+            inputs=input_specs(sess),
             output_names=[o.name for o in sess.get_outputs()],
             device=self.device,
             sess=sess,
         )
 
 
+@register_backend
 class OrtCpuBackend(OrtBackend):
     name = "ort-cpu"
+    summary = "ONNX Runtime on the CPU"
 
 
+@register_backend
 class OrtCudaBackend(OrtBackend):
     name = "ort-cuda"
+    summary = "ONNX Runtime's CUDA provider (onnxruntime-gpu)"
     provider = "CUDAExecutionProvider"
     device = "cuda"
 
@@ -74,10 +92,12 @@ class OrtCudaBackend(OrtBackend):
         return [(self.provider, {"device_id": options.device}), "CPUExecutionProvider"]
 
 
+@register_backend
 class OrtTrtBackend(OrtBackend):
     """TensorRT through ONNX Runtime: engines and timing caches kept in ``cache_dir``."""
 
     name = "ort-trt"
+    summary = "ONNX Runtime's TensorRT provider"
     provider = "TensorrtExecutionProvider"
     device = "cuda"
 

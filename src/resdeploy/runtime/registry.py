@@ -1,10 +1,11 @@
-"""Backend names, ``auto`` selection, and opening a session for an ARTIFACT."""
+"""The backend registry: each backend is declared once, with :func:`register_backend`; the
+names, the CLI's choices and its help are derived from here (torchvision's ``register_model``,
+ModelOpt's ``RuntimeRegistry.register``)."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-from collections.abc import Callable
+from typing import TypeVar
 
 from ..errors import BackendUnavailableError, UsageError
 from .artifact import Artifact
@@ -12,46 +13,52 @@ from .base import Backend, BackendOptions, Session
 
 log = logging.getLogger(__name__)
 
-BACKEND_NAMES = ("torch", "torch-cuda", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt")
+__all__ = [
+    "auto_backend",
+    "backend_help",
+    "backend_names",
+    "check_backend",
+    "get_backend",
+    "open_session",
+    "register_backend",
+]
+
+_REGISTRY: dict[str, type[Backend]] = {}
+B = TypeVar("B", bound=type[Backend])
 
 
-def _factories() -> dict[str, Callable[[], Backend]]:
-    from .ort_backend import OrtCpuBackend, OrtCudaBackend, OrtTrtBackend
-    from .tensorrt_backend import TensorRTBackend
-    from .torch_backend import TorchBackend
+def register_backend(cls: B) -> B:
+    """Class decorator: declare a backend under its ``name``."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"backend {cls.name!r} is registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
 
-    return {
-        "torch": lambda: TorchBackend("cpu"),
-        "torch-cuda": lambda: TorchBackend("cuda"),
-        "ort-cpu": OrtCpuBackend,
-        "ort-cuda": OrtCudaBackend,
-        "ort-trt": OrtTrtBackend,
-        "tensorrt": TensorRTBackend,
-    }
+
+def backend_names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def backend_help() -> str:
+    """One line per backend for ``--help``: what it runs and on what."""
+    kinds = {"onnx": ".onnx", "plan": ".plan", "model": "MODEL"}
+    return "; ".join(f"{n}: {c.summary} ({'/'.join(kinds[k] for k in c.kinds)})" for n, c in _REGISTRY.items())
 
 
 def get_backend(name: str) -> Backend:
-    factories = _factories()
-    if name not in factories:
-        raise UsageError(f"unknown backend {name!r}; choose from auto, {', '.join(BACKEND_NAMES)}")
-    return factories[name]()
-
-
-def _cuda_onnxruntime() -> bool:
-    if importlib.util.find_spec("onnxruntime") is None:
-        return False
-    import onnxruntime as ort
-
-    return "CUDAExecutionProvider" in ort.get_available_providers()
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        raise UsageError(f"unknown backend {name!r}; choose from auto, {', '.join(_REGISTRY)}")
+    return cls()
 
 
 def auto_backend(artifact: Artifact) -> str:
     """By artifact kind, then by what is installed: plans -> tensorrt, ONNX -> ort-cuda when
-    onnxruntime-gpu is present else ort-cpu, MODEL specs -> torch."""
+    onnxruntime-gpu can run here else ort-cpu, MODEL specs -> torch."""
     if artifact.kind == "plan":
         return "tensorrt"
     if artifact.kind == "onnx":
-        return "ort-cuda" if _cuda_onnxruntime() else "ort-cpu"
+        return "ort-cuda" if get_backend("ort-cuda").unavailable_reason() is None else "ort-cpu"
     return "torch"
 
 

@@ -3,42 +3,46 @@
 Device buffers are torch CUDA tensors: torch is already a dependency (on Jetson, NVIDIA's own
 wheels), so no pycuda / cuda-python is needed, and its caching allocator, streams and events
 serve buffers, async copies and timing. Optional CUDA graphs replay one captured
-``execute_async_v3`` per input shape.
+``execute_async_v3`` per input shape. The CUDA calls sit behind :class:`CudaOps` so that the
+session's own logic (shapes, tensor addresses, the CUDA-graph decision, the plan-record check,
+the DLA core) runs in the tests against a fake ``tensorrt`` on the CPU.
 
-NOT RUN BY THIS PROJECT ON A GPU: written from the TensorRT Python API docs (8.5+ name-based
-I/O API, unchanged in 10.x/11.x), type-checked with mypy against tensorrt-stubs.
+NOT RUN BY THIS PROJECT ON A GPU: written from the TensorRT Python API (release branches'
+``python/src/infer/pyCore.cpp``; the name-based I/O API of 8.5+, unchanged in 10.x/11.x),
+type-checked with mypy against tensorrt-stubs.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..build._trt import INSTALL_HINT, cuda_device, import_tensorrt
-from ..build.record import check_compatible, load_record
+from .._tensorrt import cuda_device, import_tensorrt, tensorrt_unavailable_reason
+from ..engine.record import check_compatible, load_record
 from ..errors import BackendUnavailableError, UsageError
 from .artifact import Artifact
-from .base import Backend, BackendOptions, Session, Timing
+from .base import Backend, BackendOptions, Session, TensorSpec, Timing
+from .registry import register_backend
+
+if TYPE_CHECKING:  # typed by tensorrt-stubs in `make typecheck-trt`
+    import tensorrt as trt
 
 log = logging.getLogger(__name__)
 
+__all__ = ["CudaOps", "TensorRTBackend", "TensorRTSession", "torch_dtype"]
 
-def tensorrt_unavailable_reason() -> str | None:
-    if import_tensorrt() is None:
-        return INSTALL_HINT
-    if cuda_device() is None:
-        return "no CUDA GPU is visible to torch"
-    return None
-
-
-_TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "BOOL": "bool", "INT64": "int64"}
+# TensorRT DataType names -> torch dtype names (FP8/INT4/FP4 never appear at a resdeploy engine's I/O).
+_TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "UINT8": "uint8",
+                 "INT32": "int32", "INT64": "int64", "BOOL": "bool"}
+_NUMPY_DTYPES = {"bfloat16": "float32"}  # NumPy has no bfloat16: the host side of a BF16 input is FP32
 
 
-def _torch_dtype(trt_dtype: Any) -> Any:
+def torch_dtype(trt_dtype: Any) -> Any:
     import torch
 
     name = getattr(trt_dtype, "name", str(trt_dtype).rsplit(".", 1)[-1])
@@ -47,74 +51,114 @@ def _torch_dtype(trt_dtype: Any) -> Any:
     return getattr(torch, _TORCH_DTYPES[name])
 
 
+class CudaOps:
+    """The CUDA side of a session, through torch: buffers, a stream, events and graphs."""
+
+    def __init__(self, device: str) -> None:
+        import torch
+
+        self.device = device
+        self.stream = torch.cuda.Stream(device=device)
+
+    @property
+    def stream_handle(self) -> int:
+        return int(self.stream.cuda_stream)
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        import torch
+
+        return torch.empty(shape, dtype=dtype, device=self.device)
+
+    def events(self, n: int) -> list[Any]:
+        import torch
+
+        return [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+
+    def on_stream(self) -> Any:
+        import torch
+
+        return torch.cuda.stream(self.stream)
+
+    def capture(self, fn: Callable[[], None]) -> Any:
+        """A CUDA graph of ``fn``; ``.replay()`` runs it again."""
+        import torch
+
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=self.stream):
+            fn()
+        return graph
+
+
 @dataclass
 class TensorRTSession(Session):
     engine: Any = None
     context: Any = None
-    stream: Any = None
-    trt: Any = None
+    ops: Any = None  # CudaOps or a test's CPU stand-in
     use_graphs: bool = False
     _graphs: dict[tuple[int, ...], Any] = field(default_factory=dict)
     _buffers: dict[tuple[int, ...], dict[str, Any]] = field(default_factory=dict)
 
     def _bind(self, shape: tuple[int, ...]) -> dict[str, Any]:
-        """Allocate device tensors for this input shape and give TensorRT their addresses."""
-        import torch
-
+        """Device tensors for this input shape (allocated once per shape); TensorRT gets their addresses."""
+        context: trt.IExecutionContext = self.context
+        engine: trt.ICudaEngine = self.engine
+        if not context.set_input_shape(self.input_name, shape):
+            raise UsageError(f"input shape {shape} is outside the engine's optimisation profile; "
+                             "rebuild with other --min-batch/--max-batch")
         bufs = self._buffers.get(shape)
         if bufs is None:
-            if not self.context.set_input_shape(self.input_name, shape):
-                raise UsageError(f"input shape {shape} is outside the engine's optimisation profile; rebuild with other --min/--max-batch")
             bufs = {}
-            for i in range(self.engine.num_io_tensors):
-                name = self.engine.get_tensor_name(i)
-                dims = tuple(self.context.get_tensor_shape(name))
-                bufs[name] = torch.empty(dims, dtype=_torch_dtype(self.engine.get_tensor_dtype(name)), device=self.device)
+            for i in range(engine.num_io_tensors):
+                name = engine.get_tensor_name(i)
+                found = context.get_tensor_shape(name)
+                dims = tuple(int(found[k]) for k in range(len(found)))
+                bufs[name] = self.ops.empty(dims, torch_dtype(engine.get_tensor_dtype(name)))
             self._buffers[shape] = bufs
-        self.context.set_input_shape(self.input_name, shape)
         for name, t in bufs.items():
-            self.context.set_tensor_address(name, t.data_ptr())
+            if not context.set_tensor_address(name, t.data_ptr()):
+                raise UsageError(f"TensorRT refused the address of tensor {name!r}; rebuild the engine")
         return bufs
 
     def _execute(self, shape: tuple[int, ...]) -> None:
-        import torch
+        handle = self.ops.stream_handle
+        context: trt.IExecutionContext = self.context
 
-        handle = self.stream.cuda_stream
+        def run() -> None:
+            if not context.execute_async_v3(handle):
+                raise UsageError("TensorRT execute_async_v3 failed (see the log above); rerun with --debug")
+
         if not self.use_graphs:
-            if not self.context.execute_async_v3(handle):
-                raise RuntimeError("TensorRT execute_async_v3 failed")
+            run()
             return
         graph = self._graphs.get(shape)
         if graph is None:
-            self.context.execute_async_v3(handle)  # first run outside capture: lazy initialisation
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=self.stream):
-                self.context.execute_async_v3(handle)
+            run()  # the first run stays outside capture: TensorRT initialises lazily
+            graph = self.ops.capture(run)
             self._graphs[shape] = graph
         graph.replay()
 
-    def timed(self, feed: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], Timing]:
+    def timed_impl(self, feed: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], Timing]:
         import torch
 
-        x = np.ascontiguousarray(next(iter(feed.values())))
+        x = np.ascontiguousarray(feed[self.input_name])
         shape = tuple(x.shape)
         bufs = self._bind(shape)
-        ev = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
-        with torch.cuda.stream(self.stream):
-            ev[0].record(self.stream)
+        ev = self.ops.events(4)
+        with self.ops.on_stream():
+            ev[0].record(self.ops.stream)
             bufs[self.input_name].copy_(torch.from_numpy(x).to(bufs[self.input_name].dtype), non_blocking=True)
-            ev[1].record(self.stream)
+            ev[1].record(self.ops.stream)
             self._execute(shape)
-            ev[2].record(self.stream)
+            ev[2].record(self.ops.stream)
             outs = {n: bufs[n].to("cpu", non_blocking=False).float().numpy() for n in self.output_names}
-            ev[3].record(self.stream)
+            ev[3].record(self.ops.stream)
         ev[3].synchronize()
         return outs, Timing(
             compute_ms=ev[1].elapsed_time(ev[2]), h2d_ms=ev[0].elapsed_time(ev[1]), d2h_ms=ev[2].elapsed_time(ev[3])
         )
 
-    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.timed(feed)[0]
+    def infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.timed_impl(feed)[0]
 
     def close(self) -> None:
         self._graphs.clear()
@@ -123,51 +167,66 @@ class TensorRTSession(Session):
         self.engine = None
 
 
+def deserialize(plan: Path, record: dict[str, Any] | None, logger: trt.ILogger) -> trt.ICudaEngine:
+    """The engine of ``plan``, on the DLA core its record names (``runtime.DLA_core`` defaults
+    to -1, and a DLA engine deserialised without it fails)."""
+    import tensorrt as trt
+
+    runtime = trt.Runtime(logger)
+    dla_core = (record or {}).get("dla_core")
+    if dla_core is not None:
+        if dla_core >= runtime.num_DLA_cores:
+            raise UsageError(f"{plan} was built for DLA core {dla_core} but this device has "
+                             f"{runtime.num_DLA_cores}; rebuild it here with `resdeploy build --dla-core N`")
+        runtime.DLA_core = dla_core
+    engine = runtime.deserialize_cuda_engine(plan.read_bytes())
+    if engine is None:
+        raise UsageError(f"TensorRT could not deserialize {plan}; rebuild it here with `resdeploy build`")
+    return engine
+
+
+def open_plan(artifact: Artifact, options: BackendOptions, make_ops: Callable[[], Any],
+              device: tuple[str, tuple[int, int]]) -> TensorRTSession:
+    """Check the plan's record against this TensorRT and GPU, deserialise it, name its I/O;
+    ``make_ops`` gives the CUDA side (called only once the plan is known to fit)."""
+    import tensorrt as trt
+
+    from ..engine.trt_logging import make_logger
+
+    assert artifact.path is not None
+    record = load_record(artifact.path)
+    if record is None:
+        log.warning("%s has no record beside it; cannot check its TensorRT version and GPU", artifact.path)
+    else:
+        check_compatible(artifact.path, record, trt.__version__, device[1])
+    engine = deserialize(artifact.path, record, make_logger())
+    context = engine.create_execution_context()
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+    specs = []
+    for n in inputs:
+        dtype = _TORCH_DTYPES[getattr(engine.get_tensor_dtype(n), "name", "FLOAT")]
+        dims = engine.get_tensor_shape(n)
+        shape = tuple(dims[i] if dims[i] >= 0 else None for i in range(len(dims)))
+        specs.append(TensorSpec(n, _NUMPY_DTYPES.get(dtype, dtype), shape))
+    ops = make_ops()
+    return TensorRTSession(backend="tensorrt", artifact=artifact, inputs=specs, output_names=outputs,
+                           device=ops.device, engine=engine, context=context, ops=ops, use_graphs=options.cuda_graphs)
+
+
+@register_backend
 class TensorRTBackend(Backend):
     name = "tensorrt"
     kinds = ("plan",)
     device = "cuda"
+    summary = "a TensorRT .plan with execute_async_v3 (never run in this project)"
 
     def unavailable_reason(self) -> str | None:
         return tensorrt_unavailable_reason()
 
     def prepare(self, artifact: Artifact, options: BackendOptions) -> Session:
-        import torch
-
-        if import_tensorrt() is None:
+        device = cuda_device(options.device) if import_tensorrt() is not None else None
+        if device is None:
             raise BackendUnavailableError(f"backend tensorrt is unavailable: {tensorrt_unavailable_reason()}")
-        import tensorrt as trt  # typed by tensorrt-stubs in `make typecheck-trt`
-
-        from ..build.trt_logging import make_logger
-
-        assert artifact.path is not None
-        record = load_record(artifact.path)
-        device_info = cuda_device(options.device)
-        if device_info is None:
-            raise BackendUnavailableError("backend tensorrt is unavailable: no CUDA GPU is visible to torch")
-        capability = device_info[1]
-        if record is None:
-            log.warning("%s has no record beside it; cannot check its TensorRT version and GPU", artifact.path)
-        else:
-            check_compatible(artifact.path, record, trt.__version__, capability)
-        runtime = trt.Runtime(make_logger())
-        engine = runtime.deserialize_cuda_engine(artifact.path.read_bytes())
-        if engine is None:
-            raise UsageError(f"TensorRT could not deserialize {artifact.path}; rebuild it here with `resdeploy build`")
-        context = engine.create_execution_context()
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        device = f"cuda:{options.device}"
-        return TensorRTSession(
-            backend=self.name,
-            artifact=artifact,
-            input_name=inputs[0],
-            output_names=outputs,
-            device=device,
-            engine=engine,
-            context=context,
-            stream=torch.cuda.Stream(device=device),
-            trt=trt,
-            use_graphs=options.cuda_graphs,
-        )
+        return open_plan(artifact, options, lambda: CudaOps(f"cuda:{options.device}"), device)

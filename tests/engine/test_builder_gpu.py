@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resdeploy.build import BuildConfig, build_engine
-from resdeploy.build._trt import import_tensorrt
+from resdeploy._tensorrt import import_tensorrt
+from resdeploy.engine import BuildConfig, build_engine
 from resdeploy.runtime import Artifact, open_session
 
 pytestmark = pytest.mark.gpu

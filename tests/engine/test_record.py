@@ -7,19 +7,27 @@ from pathlib import Path
 
 import pytest
 
-from resdeploy.build.record import check_compatible, load_record, record_path, same_trt_release
+from resdeploy.engine.record import check_compatible, load_record, record_path, same_trt_release
 from resdeploy.errors import UsageError
 
 RECORD = {"tensorrt_version": "10.3.0.30", "compute_capability": [8, 7], "gpu": "Orin"}
 
 
-def test_same_release_ignores_build_number() -> None:
-    assert same_trt_release("10.3.0.30", "10.3.0.26")
-    assert not same_trt_release("10.3.0.30", "10.4.0.26")
+def test_same_release_needs_all_four_fields() -> None:
+    # "expecting library version 8.6.1.2 got 8.6.0.12": the build field is part of the release.
+    assert same_trt_release("10.3.0.30", "10.3.0.30")
+    assert not same_trt_release("10.3.0.30", "10.3.0.26")
+    assert not same_trt_release("8.6.1.2", "8.6.0.12")
+    assert not same_trt_release("10.3.0.30", "10.4.0.30")
 
 
 def test_matching_plan_is_accepted() -> None:
-    check_compatible("m.plan", RECORD, "10.3.0.26", (8, 7))
+    check_compatible("m.plan", RECORD, "10.3.0.30", (8, 7))
+
+
+def test_other_build_of_the_same_release_is_refused() -> None:
+    with pytest.raises(UsageError, match=r"TensorRT 10\.3\.0\.30 but TensorRT 10\.3\.0\.26 .*exact release"):
+        check_compatible("m.plan", RECORD, "10.3.0.26", (8, 7))
 
 
 def test_other_tensorrt_is_refused() -> None:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from resdeploy.build import BuildConfig, build_engine
+from resdeploy.engine import BuildConfig, build_engine
 from resdeploy.errors import BuildError, UsageError
 from resdeploy.quantize import QuantizeConfig, quantize
 from resdeploy.runtime import Artifact, open_session
 
 from ..conftest import assert_clean_error
-from .fake_tensorrt import make_fake
+from .fake_tensorrt import OTHER_DEVICE_CACHE, make_fake
 
 DEVICE = ("Fake Orin", (8, 7))
 
@@ -97,32 +97,107 @@ def test_timing_cache_round_trip(monkeypatch, tmp_path, onnx_by_precision) -> No
     r1 = build_engine(onnx_by_precision["int8"], tmp_path / "a.plan", BuildConfig(timing_cache=str(cache)), device=DEVICE)
     assert names(trt, "config.create_timing_cache") == [b""]
     assert cache.read_bytes() == b"+tuned"
-    assert r1.record["timing_cache"] == {"path": str(cache), "loaded": False}
+    assert r1.record["timing_cache"] == {"path": str(cache), "loaded": False, "rejected": False}
     trt = fake(monkeypatch, "10.3.0")
     r2 = build_engine(onnx_by_precision["int8"], tmp_path / "b.plan", BuildConfig(timing_cache=str(cache)), device=DEVICE)
     assert names(trt, "config.create_timing_cache") == [b"+tuned"], "the saved cache is loaded"
     assert r2.record["timing_cache"]["loaded"] is True
 
 
-def test_dla_settings(monkeypatch, tmp_path, onnx_by_precision) -> None:
+def test_timing_cache_from_another_gpu_is_replaced(monkeypatch, tmp_path, onnx_by_precision, caplog) -> None:
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(OTHER_DEVICE_CACHE)
     trt = fake(monkeypatch, "10.3.0")
-    static = BuildConfig(min_batch=1, opt_batch=1, max_batch=1, dla_core=1)
-    build_engine(onnx_by_precision["fp16"], tmp_path / "m.plan", static, device=DEVICE)
+    r = build_engine(onnx_by_precision["fp16"], tmp_path / "m.plan", BuildConfig(timing_cache=str(cache)), device=DEVICE)
+    assert names(trt, "config.set_timing_cache") == [OTHER_DEVICE_CACHE, b""], "rejected, then an empty one"
+    assert r.record["timing_cache"] == {"path": str(cache), "loaded": False, "rejected": True}
+    assert "rejected the timing cache" in caplog.text
+    assert cache.read_bytes() == b"+tuned", "rewritten for this device"
+
+
+def test_invalid_profile_is_refused_not_built(monkeypatch) -> None:
+    from resdeploy.engine.builder import _set_profile
+
+    trt = fake(monkeypatch, "10.3.0")
+    builder = trt.Builder(trt.ILogger())
+    cfg = builder.create_builder_config()
+    with pytest.raises(UsageError, match="rejected the optimisation profile"):
+        _set_profile(builder, cfg, "input", {"min": (8, 3, 32, 32), "opt": (4, 3, 32, 32), "max": (2, 3, 32, 32)})
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "11.4.1"])
+def test_the_fake_refuses_precision_flags_on_strongly_typed_networks(version) -> None:
+    """TensorRT fails such a build; so must the fake (or the tests above would prove nothing)."""
+    trt = make_fake(version)
+    logger = trt.ILogger()
+    logger.log = lambda severity, msg: None
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    cfg = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    profile.set_shape("input", (1, 3, 32, 32), (1, 3, 32, 32), (1, 3, 32, 32))
+    cfg.add_optimization_profile(profile)
+    if version.startswith("11"):
+        assert not hasattr(trt.BuilderFlag, "FP16") and not hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH")
+        assert hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+        return
+    cfg.set_flag(trt.BuilderFlag.FP16)
+    assert builder.build_serialized_network(network, cfg) is None
+    assert any("strongly typed" in c[1] for c in trt.calls if c[0] == "log.error")
+
+
+def test_weakly_typed_qdq_without_int8_fails_like_tensorrt_8_6(monkeypatch, tmp_path, onnx_by_precision) -> None:
+    import resdeploy.engine.builder as builder
+    from resdeploy.engine.recipe import Recipe
+
+    fake(monkeypatch, "8.6.1.6")
+    monkeypatch.setattr(builder, "choose_recipe", lambda *a: Recipe("8.6", "8.6", "int8", False, ("FP16",)))
+    with pytest.raises(BuildError, match="could not build"):
+        build_engine(onnx_by_precision["int8"], tmp_path / "m.plan", device=DEVICE)
+    assert not (tmp_path / "m.plan").exists()
+
+
+STATIC = dict(min_batch=1, opt_batch=1, max_batch=1)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_dla_on_10_is_weakly_typed_as_trtexec_builds_it(monkeypatch, tmp_path, onnx_by_precision, precision) -> None:
+    trt = fake(monkeypatch, "10.3.0.30")
+    r = build_engine(onnx_by_precision[precision], tmp_path / "m.plan", BuildConfig(**STATIC, dla_core=1), device=DEVICE)
     state = built_state(trt)
+    assert not state["strongly_typed"] and names(trt, "builder.create_network") == [0]
     assert state["device"] == "DLA" and state["dla_core"] == 1
-    assert "GPU_FALLBACK" in state["flags"]
+    assert {"FP16", "GPU_FALLBACK"} <= set(state["flags"])
+    assert r.record["dla_core"] == 1 and r.record["recipe"]["strongly_typed"] is False
+
+
+def test_dla_on_11_4_1_is_strongly_typed_without_precision_flags(monkeypatch, tmp_path, onnx_by_precision) -> None:
+    trt = fake(monkeypatch, "11.4.1.2")
+    build_engine(onnx_by_precision["fp16"], tmp_path / "m.plan", BuildConfig(**STATIC, dla_core=0), device=DEVICE)
+    state = built_state(trt)
+    assert state["strongly_typed"] and state["device"] == "DLA" and state["flags"] == ["GPU_FALLBACK", "TF32"]
+    assert names(trt, "parser.set_flag") == ["ADJUST_FOR_DLA"]
 
 
 def test_dla_refusals(monkeypatch, tmp_path, onnx_by_precision) -> None:
     with pytest.raises(UsageError, match="static shape"):
         BuildConfig(dla_core=0)  # dynamic profile
-    static = BuildConfig(min_batch=1, opt_batch=1, max_batch=1, dla_core=0)
+    static = BuildConfig(**STATIC, dla_core=0)
     fake(monkeypatch, "10.3.0")
-    with pytest.raises(UsageError, match="implicit quantization"):
+    with pytest.raises(UsageError, match=r"implicit quantization.*qdq-translator"):
         build_engine(onnx_by_precision["int8"], tmp_path / "m.plan", static, device=DEVICE)
-    fake(monkeypatch, "11.2.0")
-    with pytest.raises(UsageError, match="no DLA"):
-        build_engine(onnx_by_precision["fp16"], tmp_path / "m.plan", static, device=DEVICE)
+    for version in ("11.2.0", "11.4.0"):
+        fake(monkeypatch, version)
+        with pytest.raises(UsageError, match=r"11\.4\.1") as info:
+            build_engine(onnx_by_precision["fp16"], tmp_path / "m.plan", static, device=DEVICE)
+        assert "calibration" not in str(info.value), "11.x has no implicit quantization to send users to"
+    fake(monkeypatch, "11.4.1")
+    with pytest.raises(UsageError, match="--precision fp16") as info:
+        build_engine(onnx_by_precision["fp32"], tmp_path / "m.plan", static, device=DEVICE)
+    assert "calibration" not in str(info.value)
+    monkeypatch.setitem(sys.modules, "tensorrt", make_fake("10.3.0", dla_cores=1))
+    with pytest.raises(UsageError, match="1 DLA core"):
+        build_engine(onnx_by_precision["fp16"], tmp_path / "m.plan", BuildConfig(**STATIC, dla_core=1), device=DEVICE)
     assert not (tmp_path / "m.plan").exists()
 
 
@@ -143,18 +218,28 @@ def test_record_beside_the_plan(monkeypatch, tmp_path, onnx_by_precision) -> Non
     assert art.precision == "int8" and art.preprocess().input_size == 32
 
 
-def test_plan_for_another_tensorrt_or_gpu_is_refused(monkeypatch, tmp_path, onnx_by_precision) -> None:
+def on_gpu(monkeypatch: pytest.MonkeyPatch, device: tuple[str, tuple[int, int]]) -> None:
+    """Make resdeploy see a CUDA GPU (both places that ask torch)."""
+    import resdeploy._tensorrt as probe
     import resdeploy.runtime.tensorrt_backend as backend
 
+    monkeypatch.setattr(probe, "cuda_device", lambda index=0: device)
+    monkeypatch.setattr(backend, "cuda_device", lambda index=0: device)
+
+
+def test_plan_for_another_tensorrt_or_gpu_is_refused(monkeypatch, tmp_path, onnx_by_precision) -> None:
     fake(monkeypatch, "10.3.0.30")
     plan = tmp_path / "m.plan"
     build_engine(onnx_by_precision["fp16"], plan, device=DEVICE)
     fake(monkeypatch, "8.6.1.6")
-    monkeypatch.setattr(backend, "cuda_device", lambda index=0: DEVICE)
+    on_gpu(monkeypatch, DEVICE)
     with pytest.raises(UsageError, match=r"built with TensorRT 10\.3\.0\.30 but TensorRT 8\.6\.1\.6"):
         open_session(Artifact.resolve(str(plan)), "tensorrt")
+    fake(monkeypatch, "10.3.0.26")
+    with pytest.raises(UsageError, match=r"exact release"):
+        open_session(Artifact.resolve(str(plan)), "tensorrt")
     fake(monkeypatch, "10.3.0.30")
-    monkeypatch.setattr(backend, "cuda_device", lambda index=0: ("RTX 4090", (8, 9)))
+    on_gpu(monkeypatch, ("RTX 4090", (8, 9)))
     with pytest.raises(UsageError, match=r"compute capability 8\.7"):
         open_session(Artifact.resolve(str(plan)), "tensorrt")
 
@@ -183,17 +268,38 @@ def trtexec(run_cli, onnx: Path, *extra: str) -> list[str]:
     return r.out.strip().splitlines()[-1].split()
 
 
-def test_print_trtexec_per_generation(onnx_by_precision, run_cli) -> None:
+def test_print_trtexec_per_release(onnx_by_precision, run_cli) -> None:
     int8 = onnx_by_precision["int8"]
     v86 = trtexec(run_cli, int8, "--trt-version", "8.6", "--workspace", "1024")
     assert "--int8" in v86 and "--fp16" in v86 and "--stronglyTyped" not in v86
-    assert "--workspace=1024" in v86
-    v10 = trtexec(run_cli, int8, "--trt-version", "10", "--workspace", "1024")
-    assert "--stronglyTyped" in v10 and "--int8" not in v10 and "--fp16" not in v10
-    assert "--memPoolSize=workspace:1024" in v10
-    v11 = trtexec(run_cli, int8, "--trt-version", "11", "--workspace", "1024")
+    assert "--memPoolSize=workspace:1024" in v86 and "--workspace=1024" not in v86, "8.6 deprecates --workspace"
+    for version in ("10.3", "10.13"):
+        v10 = trtexec(run_cli, int8, "--trt-version", version, "--workspace", "1024")
+        assert "--stronglyTyped" in v10 and "--int8" not in v10 and "--fp16" not in v10
+        assert "--memPoolSize=workspace:1024" in v10
+    v11 = trtexec(run_cli, int8, "--trt-version", "11.4.1", "--workspace", "1024")
     assert not {"--stronglyTyped", "--int8", "--fp16"} & set(v11)
     assert "--memPoolSize=workspace:1024" in v11
+
+
+def test_print_trtexec_dla_per_release(onnx_by_precision, run_cli) -> None:
+    dla = ("--dla-core", "0", "--min-batch", "1", "--opt-batch", "1", "--max-batch", "1")
+    v10 = trtexec(run_cli, onnx_by_precision["fp32"], "--trt-version", "10.3", *dla)
+    assert "--stronglyTyped" not in v10 and {"--fp16", "--allowGPUFallback", "--useDLACore=0"} <= set(v10)
+    for version in ("11.3", "11.4.0"):
+        r = run_cli("build", onnx_by_precision["fp16"], "-o", "m.plan", "--print-trtexec", "--trt-version", version, *dla)
+        assert_clean_error(r, 2, "11.4.1")
+        assert "calibration" not in r.err
+    v11 = trtexec(run_cli, onnx_by_precision["fp16"], "--trt-version", "11.4.1", *dla)
+    assert not {"--fp16", "--int8", "--stronglyTyped", "--best"} & set(v11)
+    assert {"--useDLACore=0", "--allowGPUFallback"} <= set(v11)
+
+
+def test_unsupported_tensorrt_versions_are_named(onnx_by_precision, run_cli) -> None:
+    r = run_cli("build", onnx_by_precision["fp32"], "-o", "m.plan", "--print-trtexec", "--trt-version", "8.5")
+    assert_clean_error(r, 2, "not supported", "Python 3.8")
+    r = run_cli("build", onnx_by_precision["fp32"], "-o", "m.plan", "--print-trtexec", "--trt-version", "ten")
+    assert_clean_error(r, 2, "cannot read TensorRT version")
 
 
 def test_print_trtexec_shapes_follow_the_profile(onnx_by_precision, run_cli) -> None:

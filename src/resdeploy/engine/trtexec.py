@@ -1,0 +1,77 @@
+"""The one path from an ONNX and a TensorRT release to a trtexec command line, used by
+``resdeploy build --print-trtexec``, by ``run`` (``trtexec.sh``) and by the deploy bundle."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UsageError
+from .builder import OnnxInfo
+from .recipe import BuildConfig, Recipe, choose_recipe, format_command, profile_shapes, trtexec_command
+
+__all__ = ["GENERATIONS", "TrtexecLine", "trtexec_line", "trtexec_script"]
+
+# One release per generation for the script (within a generation only DLA differs): the floor
+# JetPack of each, and what `sh trtexec.sh` picks by the installed version's major number.
+GENERATIONS = (("8.6", "8.6", "JetPack 6.0"), ("10", "10.3", "JetPack 6.1/6.2 (10.3), JetPack 7.0/7.1 (10.13)"),
+               ("11", "11.4.1", "JetPack 7.2.2+, desktops"))
+
+
+@dataclass(frozen=True)
+class TrtexecLine:
+    recipe: Recipe
+    argv: list[str]
+
+    @property
+    def text(self) -> str:
+        return format_command(self.argv)
+
+
+def trtexec_line(info: OnnxInfo, plan: str, trt_version: str, config: BuildConfig, *, onnx: str | None = None) -> TrtexecLine:
+    """The recipe for ``trt_version`` and the trtexec command that builds ``plan`` from ``info``."""
+    recipe = choose_recipe(trt_version, info.precision, config)
+    shapes = profile_shapes(info.input_shape, config)
+    argv = trtexec_command(onnx or str(info.path), plan, input_name=info.input_name, shapes=shapes,
+                           recipe=recipe, config=config)
+    return TrtexecLine(recipe, argv)
+
+
+_HEADER = """#!/bin/sh
+# trtexec equivalents of `resdeploy build`, one block per TensorRT generation.
+# usage: sh trtexec.sh [TENSORRT_VERSION]     (default: the installed one)
+# Run it on the device, beside the ONNX files; TRTEXEC=path overrides where trtexec is.
+set -eu
+cd "$(dirname "$0")"
+TRTEXEC=${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}
+V=${1:-$(python3 -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null || true)}
+if [ -z "$V" ] && command -v dpkg-query >/dev/null 2>&1; then
+  V=$(dpkg-query -W -f='${Version}' libnvinfer-bin 2>/dev/null | cut -d- -f1 || true)
+fi
+case "$V" in
+  8.6*) GEN=8.6 ;;
+  10.*) GEN=10 ;;
+  11.*) GEN=11 ;;
+  *) echo "trtexec.sh: cannot tell the TensorRT version (got '$V'); pass it: sh trtexec.sh 10.3" >&2; exit 2 ;;
+esac
+echo "TensorRT $V: building with the recipe for TensorRT $GEN" >&2
+"""
+
+
+def trtexec_script(entries: Sequence[tuple[OnnxInfo, str]], config: BuildConfig) -> str:
+    """A POSIX sh script building every (ONNX, plan name) with the recipe of the installed
+    TensorRT generation; paths are relative to the script's folder."""
+    lines = [_HEADER]
+    for gen, version, where in GENERATIONS:
+        lines.append(f'if [ "$GEN" = {gen} ]; then  # {where}')
+        for info, plan in entries:
+            try:
+                line = trtexec_line(info, plan, version, config, onnx=Path(info.path).name)
+            except UsageError as exc:
+                lines.append(f"  # {Path(info.path).name}: not buildable here: {exc}")
+                continue
+            lines.append(f'  echo "building {plan}" >&2')
+            lines.append("  " + line.text.replace("trtexec ", '"$TRTEXEC" ', 1))
+        lines.append("fi")
+    return "\n".join(lines) + "\n"

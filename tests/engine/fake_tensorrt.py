@@ -1,0 +1,332 @@
+"""A stand-in for the ``tensorrt`` module that fails where TensorRT fails (no machine here can
+run TensorRT).
+
+It implements the calls resdeploy makes, with the real API's names (checked separately by mypy
+against tensorrt-stubs), and models per generation what the release branches' bindings
+(``python/src/infer/pyCore.cpp``) and the developer guide say:
+
+- enums: ``BuilderFlag.FP16/INT8`` exist in 8.6 and 10.x and are gone in 11 (so are BF16 and the
+  precision-constraint flags); ``NetworkDefinitionCreationFlag.EXPLICIT_BATCH`` exists up to
+  10.x (ignored in 10) and is gone in 11, where ``STRONGLY_TYPED`` stays but is always on;
+  ``IProgressMonitor`` from 10; ``DataType.BF16/INT64`` from 10;
+- builds that TensorRT refuses return None with an ERROR in the log: a precision flag on a
+  strongly typed network, a Q/DQ network built weakly typed without ``INT8`` (8.6), a DLA build
+  when the device has no DLA core (11.0-11.3, 11.4.0 off Windows on Arm);
+- ``set_timing_cache`` returns False for a cache from another device or release;
+  ``add_optimization_profile`` returns -1 for an invalid profile (min > opt > max, none set);
+- ``Runtime`` / ``ICudaEngine`` / ``IExecutionContext``: a DLA plan deserialised without
+  ``runtime.DLA_core`` fails; ``set_input_shape`` outside the profile returns False;
+  ``execute_async_v3`` reads the input buffer and writes logits into the output buffer through
+  the addresses it was given (``memory`` maps an address to the test's CPU tensor).
+
+What it cannot prove: that TensorRT parses resdeploy's ONNX, which kernels it picks, that INT8
+layers fuse, numerics, CUDA streams, events and graphs, or anything about a real device. Every
+call is recorded in ``calls`` so tests can assert what the builder and runtime were told.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import types
+from typing import Any
+
+import numpy as np
+
+OTHER_DEVICE_CACHE = b"TIMING-CACHE-FROM-ANOTHER-GPU"
+NUM_CLASSES = 10
+
+
+def _version(version: str) -> tuple[int, int, int]:
+    parts = [int(p) for p in version.split(".")[:3]] + [0, 0]
+    return parts[0], parts[1], parts[2]
+
+
+def _enums(major: int) -> dict[str, Any]:
+    flags = ["DEBUG", "GPU_FALLBACK", "REFIT", "TF32", "DIRECT_IO"]
+    if major < 11:
+        flags += ["FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS"]
+    if major == 10:
+        flags += ["BF16"]
+    creation = {8: ["EXPLICIT_BATCH", "EXPLICIT_PRECISION"], 10: ["EXPLICIT_BATCH", "STRONGLY_TYPED"],
+                11: ["STRONGLY_TYPED", "PREFER_AOT_PYTHON_PLUGINS"]}[major]
+    dtypes = ["FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8"] + (["BF16", "INT64"] if major >= 10 else [])
+    return {
+        "BuilderFlag": enum.IntEnum("BuilderFlag", flags),
+        # 11 keeps STRONGLY_TYPED at its 10.x value; EXPLICIT_BATCH (0) is gone.
+        "NetworkDefinitionCreationFlag": enum.IntEnum("NetworkDefinitionCreationFlag", creation,
+                                                      start=1 if major == 11 else 0),
+        "MemoryPoolType": enum.IntEnum("MemoryPoolType", ["WORKSPACE", "DLA_MANAGED_SRAM"]),
+        "DeviceType": enum.IntEnum("DeviceType", ["GPU", "DLA"]),
+        "DataType": enum.IntEnum("DataType", dtypes),
+        "TensorIOMode": enum.IntEnum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"]),
+    }
+
+
+def make_fake(version: str, *, dla_cores: int | None = None) -> types.ModuleType:
+    major, minor, patch = _version(version)
+    calls: list[tuple[Any, ...]] = []
+    m = types.ModuleType("tensorrt")
+    m.__version__ = version
+    m.calls = calls  # type: ignore[attr-defined]
+    m.memory = {}  # type: ignore[attr-defined]  # device address -> the test's tensor
+    enums = _enums(major)
+    for name, obj in enums.items():
+        setattr(m, name, obj)
+    BuilderFlag, Creation, DataType = enums["BuilderFlag"], enums["NetworkDefinitionCreationFlag"], enums["DataType"]
+    if dla_cores is None:  # Orin has 2; TensorRT 11.0-11.4.0 on Jetson has none
+        dla_cores = 0 if major == 11 and (minor, patch) < (4, 1) else 2
+    precision_flags = {f for f in ("FP16", "INT8", "BF16") if hasattr(BuilderFlag, f)}
+
+    class _Severity(enum.IntEnum):
+        INTERNAL_ERROR = 0
+        ERROR = 1
+        WARNING = 2
+        INFO = 3
+        VERBOSE = 4
+
+    class ILogger:
+        Severity = _Severity
+
+        def __init__(self) -> None:
+            pass
+
+    def error(logger: Any, msg: str) -> None:
+        calls.append(("log.error", msg))
+        logger.log(_Severity.ERROR, msg)
+
+    class TimingCache:
+        def __init__(self, data: bytes) -> None:
+            self.data = bytes(data)
+
+        def serialize(self) -> bytes:
+            return self.data + b"+tuned"
+
+    class Profile:
+        def __init__(self) -> None:
+            self.shapes: dict[str, tuple[tuple[int, ...], ...]] = {}
+
+        def set_shape(self, name: str, mn: Any, opt: Any, mx: Any) -> None:
+            calls.append(("profile.set_shape", name, tuple(mn), tuple(opt), tuple(mx)))
+            self.shapes[name] = (tuple(mn), tuple(opt), tuple(mx))
+
+    class Config:
+        def __init__(self) -> None:
+            self.flags = {BuilderFlag.TF32}  # TF32 is on by default, as in TensorRT
+            self.default_device_type = enums["DeviceType"].GPU
+            self.DLA_core = -1
+            self.cache: TimingCache | None = None
+            self.profiles: list[Profile] = []
+
+        def set_flag(self, flag: Any) -> None:
+            calls.append(("config.set_flag", flag.name))
+            self.flags.add(flag)
+
+        def clear_flag(self, flag: Any) -> None:
+            calls.append(("config.clear_flag", flag.name))
+            self.flags.discard(flag)
+
+        def set_memory_pool_limit(self, pool: Any, size: int) -> None:
+            calls.append(("config.set_memory_pool_limit", pool.name, size))
+
+        def create_timing_cache(self, data: bytes) -> TimingCache:
+            calls.append(("config.create_timing_cache", bytes(data)))
+            return TimingCache(data)
+
+        def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> bool:
+            calls.append(("config.set_timing_cache", cache.data))
+            if cache.data.startswith(OTHER_DEVICE_CACHE) and not ignore_mismatch:
+                return False  # a cache from another device or release
+            self.cache = cache
+            return True
+
+        def get_timing_cache(self) -> TimingCache:
+            assert self.cache is not None
+            return self.cache
+
+        def add_optimization_profile(self, profile: Profile) -> int:
+            calls.append(("config.add_optimization_profile",))
+            valid = bool(profile.shapes) and all(
+                all(a <= b <= c for a, b, c in zip(mn, opt, mx, strict=True)) for mn, opt, mx in profile.shapes.values())
+            if not valid:
+                return -1
+            self.profiles.append(profile)
+            return len(self.profiles) - 1
+
+    class Network:
+        def __init__(self, flags: int) -> None:
+            self.flags = flags
+            self.has_qdq = False
+
+        @property
+        def strongly_typed(self) -> bool:
+            if major == 11:
+                return True
+            return major == 10 and bool(self.flags & (1 << int(Creation.STRONGLY_TYPED)))
+
+    class Builder:
+        def __init__(self, logger: Any) -> None:
+            assert isinstance(logger, ILogger)
+            self.logger = logger
+            self.num_DLA_cores = dla_cores
+
+        def create_network(self, flags: int = 0) -> Network:
+            calls.append(("builder.create_network", flags))
+            if major == 11 and flags & 1:
+                raise TypeError("NetworkDefinitionCreationFlag.EXPLICIT_BATCH does not exist in TensorRT 11")
+            return Network(flags)
+
+        def create_builder_config(self) -> Config:
+            return Config()
+
+        def create_optimization_profile(self) -> Profile:
+            return Profile()
+
+        def _refusal(self, network: Network, config: Config) -> str | None:
+            set_precision = sorted(f.name for f in config.flags if f.name in precision_flags)
+            if network.strongly_typed and set_precision:
+                return f"API Usage Error (BuilderFlag {set_precision} not allowed on a strongly typed network)"
+            if not network.strongly_typed and network.has_qdq and BuilderFlag.INT8 not in config.flags:
+                return "Q/DQ layers need BuilderFlag.INT8 on a weakly typed network"
+            if config.default_device_type == enums["DeviceType"].DLA and config.DLA_core >= self.num_DLA_cores:
+                return f"Cannot create DLA engine, {config.DLA_core} not available"
+            if not config.profiles:
+                return "Network has dynamic or shape inputs, but no optimization profile has been defined"
+            return None
+
+        def build_serialized_network(self, network: Network, config: Config) -> bytes | None:
+            state = {
+                "network_flags": network.flags,
+                "strongly_typed": network.strongly_typed,
+                "flags": sorted(f.name for f in config.flags),
+                "device": config.default_device_type.name,
+                "dla_core": config.DLA_core,
+                "monitor": getattr(config, "progress_monitor", None) is not None,
+                "profile": [list(map(list, s)) for p in config.profiles for s in p.shapes.values()],
+            }
+            calls.append(("builder.build_serialized_network", state))
+            reason = self._refusal(network, config)
+            if reason:
+                error(self.logger, reason)
+                return None
+            return b"FAKEPLAN" + json.dumps(state, sort_keys=True).encode()
+
+    class ParserError:
+        def desc(self) -> str:
+            return "Unsupported ONNX op"
+
+    class OnnxParser:
+        fail = False
+
+        def __init__(self, network: Network, logger: Any) -> None:
+            self.network = network
+            self.num_errors = 0
+            self.flags: list[Any] = []
+
+        def set_flag(self, flag: Any) -> None:
+            calls.append(("parser.set_flag", flag.name))
+            self.flags.append(flag)
+
+        def parse_from_file(self, path: str) -> bool:
+            import onnx
+
+            calls.append(("parser.parse_from_file", path))
+            if OnnxParser.fail:
+                self.num_errors = 1
+                return False
+            self.network.has_qdq = any(n.op_type == "QuantizeLinear" for n in onnx.load(path).graph.node)
+            return True
+
+        def get_error(self, i: int) -> ParserError:
+            return ParserError()
+
+    class Dims(tuple):
+        pass
+
+    class ExecutionContext:
+        def __init__(self, engine: Engine) -> None:
+            self.engine = engine
+            self.shapes: dict[str, tuple[int, ...]] = {}
+            self.addresses: dict[str, int] = {}
+
+        def set_input_shape(self, name: str, shape: Any) -> bool:
+            calls.append(("context.set_input_shape", name, tuple(shape)))
+            mn, _, mx = self.engine.profile
+            if len(shape) != len(mn) or not all(a <= s <= b for a, s, b in zip(mn, shape, mx, strict=True)):
+                return False
+            self.shapes[name] = tuple(shape)
+            return True
+
+        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+            if name == "logits":
+                return (self.shapes["input"][0], NUM_CLASSES)
+            return self.shapes[name]
+
+        def set_tensor_address(self, name: str, address: int) -> bool:
+            calls.append(("context.set_tensor_address", name))
+            self.addresses[name] = address
+            return True
+
+        def execute_async_v3(self, stream: int) -> bool:
+            calls.append(("context.execute_async_v3", stream))
+            x = m.memory[self.addresses["input"]].float().numpy()  # type: ignore[attr-defined]
+            logits = x.mean(axis=(2, 3)) @ self.engine.weights
+            m.memory[self.addresses["logits"]].copy_(  # type: ignore[attr-defined]
+                __import__("torch").from_numpy(logits.astype(np.float32)))
+            return True
+
+    class Engine:
+        weights = np.random.default_rng(0).standard_normal((3, NUM_CLASSES)).astype(np.float32)
+
+        def __init__(self, state: dict[str, Any]) -> None:
+            self.state = state
+            self.profile = [tuple(s) for s in state["profile"][0]]
+            self.num_io_tensors = 2
+
+        def get_tensor_name(self, i: int) -> str:
+            return ["input", "logits"][i]
+
+        def get_tensor_mode(self, name: str) -> Any:
+            mode = enums["TensorIOMode"]
+            return mode.INPUT if name == "input" else mode.OUTPUT
+
+        def get_tensor_dtype(self, name: str) -> Any:
+            return DataType.FLOAT
+
+        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+            return (-1, 3, *self.profile[0][2:]) if name == "input" else (-1, NUM_CLASSES)
+
+        def create_execution_context(self) -> ExecutionContext:
+            return ExecutionContext(self)
+
+    class Runtime:
+        def __init__(self, logger: Any) -> None:
+            self.logger = logger
+            self.DLA_core = -1
+            self.num_DLA_cores = dla_cores
+
+        def deserialize_cuda_engine(self, data: bytes) -> Engine | None:
+            calls.append(("runtime.deserialize_cuda_engine", self.DLA_core))
+            if not data.startswith(b"FAKEPLAN"):
+                error(self.logger, "Serialization assertion failed: magic tag does not match")
+                return None
+            state = json.loads(data[len(b"FAKEPLAN"):])
+            if state["device"] == "DLA" and self.DLA_core != state["dla_core"]:
+                error(self.logger, f"engine was built for DLA core {state['dla_core']}; runtime DLA core is {self.DLA_core}")
+                return None
+            return Engine(state)
+
+    for name, obj in dict(
+        Dims=Dims, ILogger=ILogger, Builder=Builder, OnnxParser=OnnxParser, Runtime=Runtime,
+    ).items():
+        setattr(m, name, obj)
+    if major >= 10:
+
+        class IProgressMonitor:
+            def __init__(self) -> None:
+                pass
+
+        m.IProgressMonitor = IProgressMonitor  # type: ignore[attr-defined]
+    if major >= 11 or (major == 10 and minor >= 11):
+        m.OnnxParserFlag = enum.IntEnum("OnnxParserFlag", ["NATIVE_INSTANCENORM", "ADJUST_FOR_DLA"])  # type: ignore[attr-defined]
+    return m

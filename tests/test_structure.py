@@ -1,0 +1,98 @@
+"""The house rules a reader relies on: small functions, one registry, one spec grammar, help
+that shows each default once, no stage package named ``build``."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from resdeploy.errors import ModelSpecError
+from resdeploy.models import ParsedSpec, parse_model_spec
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "resdeploy"
+
+
+def test_no_function_is_longer_than_70_lines() -> None:
+    long = []
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                assert node.end_lineno is not None
+                if node.end_lineno - start + 1 > 70:
+                    long.append(f"{path.relative_to(SRC)}:{node.name} ({node.end_lineno - start + 1} lines)")
+    assert not long, long
+
+
+def test_the_tensorrt_package_is_not_called_build() -> None:
+    assert not (SRC / "build").exists() and (SRC / "engine").is_dir()
+    assert not (SRC.parents[1] / "tests" / "build").exists()
+
+
+def test_help_shows_each_default_once() -> None:
+    for command in ("run", "bench", "eval", "quantize", "build", "export"):
+        out = subprocess.run([sys.executable, "-m", "resdeploy", command, "--help"], capture_output=True, text=True,
+                             env={"COLUMNS": "400", "PATH": ""}, check=True).stdout
+        entries = " ".join(out.split()).split(" -")
+        assert not [e for e in entries if e.count("(default") > 1], out
+        assert "(default: None)" not in out
+
+
+def test_bench_help_lists_every_registered_backend() -> None:
+    from resdeploy.runtime import backend_names
+
+    out = subprocess.run([sys.executable, "-m", "resdeploy", "bench", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    assert set(backend_names()) >= {"torch", "torch-cuda", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"}
+    for name in backend_names():
+        assert f"{name}:" in " ".join(out.split()), name
+
+
+@pytest.mark.parametrize("text, kind, name", [
+    ("zoo:fashion-resnet18", "zoo", "fashion-resnet18"),
+    ("resnet50", "builder", "resnet50"),
+    ("wide_resnet101_2", "builder", "wide_resnet101_2"),
+    ("mypkg.models:build_net", "factory", "mypkg.models:build_net"),
+])
+def test_one_parser_for_model_specs(text: str, kind: str, name: str) -> None:
+    assert parse_model_spec(text) == ParsedSpec(kind, name)  # type: ignore[arg-type]
+
+
+def test_model_spec_files_and_errors(tmp_path: Path) -> None:
+    f = tmp_path / "net.ts"
+    f.write_bytes(b"x")
+    assert parse_model_spec(str(f)).kind == "file" and parse_model_spec(str(f)).slug == "net"
+    with pytest.raises(ModelSpecError, match="not found"):
+        parse_model_spec(str(tmp_path / "missing.pt"))
+    with pytest.raises(ModelSpecError, match=r"unknown model 'resnet5'.*resnet50"):
+        parse_model_spec("resnet5")
+    assert parse_model_spec("zoo:fashion-resnet18").slug == "fashion-resnet18"
+
+
+def test_dynamo_keyword_only_where_torch_has_it(monkeypatch) -> None:
+    """torch < 2.5 (JetPack 6.0 has 2.3) has no `dynamo` parameter: passing it fails every export."""
+    import torch
+    import torchvision
+
+    from resdeploy.export import ExportConfig
+    from resdeploy.export.onnx_export import _torch_to_onnx
+
+    real = torch.onnx.export
+    seen = {}
+
+    def old_export(model, args, f, export_params=True, verbose=False, training=None, input_names=None,
+                   output_names=None, operator_export_type=None, opset_version=None, do_constant_folding=True,
+                   dynamic_axes=None):
+        seen["called"] = True
+        return real(model, args, f, training=training, input_names=input_names, output_names=output_names,
+                    opset_version=opset_version, do_constant_folding=do_constant_folding, dynamic_axes=dynamic_axes,
+                    **({"dynamo": False} if "dynamo" in __import__("inspect").signature(real).parameters else {}))
+
+    monkeypatch.setattr(torch.onnx, "export", old_export)
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    proto = _torch_to_onnx(model, (3, 32, 32), ExportConfig())
+    assert seen and any(n.op_type == "Conv" for n in proto.graph.node)
