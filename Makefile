@@ -7,11 +7,18 @@ STAMP := $(VENV)/.resdeploy-installed
 # torch is a range in pyproject (Jetson users bring NVIDIA's wheels); here we pick the build
 # this machine serves from disk. Override with `make TORCH_SPEC= ...` to keep your own.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+EXTRAS := dev,openvino
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 # mypy over the TensorRT modules runs against tensorrt-stubs in a venv of its own (TENSORRT.md).
 STUBS_VENV ?= .venv-trt-stubs
+# The oldest supported stack (JetPack 6.0: Python 3.10, torch 2.3) in a venv of its own, with
+# every dependency at pyproject's lower bound; its wheels are kept between runs.
+OLDEST_PYTHON ?= $(shell for p in python3.10 $$(ls -d $$HOME/.pyenv/versions/3.10*/bin/python3.10 /usr/bin/python3.10 2>/dev/null); do \
+	$$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null && { echo $$p; break; }; done)
+OLDEST_VENV ?= .venv-oldest
+WHEELHOUSE ?= $(HOME)/.cache/resdeploy/wheels-py310
 
-.PHONY: setup data demo test lint typecheck typecheck-trt clean
+.PHONY: setup data demo test test-oldest lint typecheck-trt peers-venv clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +27,7 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet --upgrade pip
 	@if ! $(PY) -c "import torch, torchvision" 2>/dev/null; then \
 		echo "installing $(TORCH_SPEC)"; $(PIP) install --quiet $(TORCH_SPEC); fi
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 # Fashion-MNIST from Debian's dataset-fashion-mnist, where apt is available and the files are missing.
@@ -40,9 +47,30 @@ demo: setup
 test: setup typecheck-trt
 	$(PY) -m pytest -q
 
+$(OLDEST_VENV)/.ready: pyproject.toml tools/oldest_constraints.py | $(PY)
+	@test -n "$(OLDEST_PYTHON)" || { echo "error: no Python 3.10 found; set OLDEST_PYTHON=/path/to/python3.10" >&2; exit 2; }
+	rm -rf $(OLDEST_VENV)
+	$(OLDEST_PYTHON) -m venv $(OLDEST_VENV)
+	$(PY) tools/oldest_constraints.py dev openvino > $(OLDEST_VENV)/constraints.txt
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	mkdir -p $(WHEELHOUSE)
+	@ls $(WHEELHOUSE)/torch-2.3.0-*.whl >/dev/null 2>&1 || $(OLDEST_VENV)/bin/python -m pip wheel --quiet \
+		--wheel-dir $(WHEELHOUSE) -c $(OLDEST_VENV)/constraints.txt '.[$(EXTRAS)]'
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --find-links $(WHEELHOUSE) -c $(OLDEST_VENV)/constraints.txt \
+		-e '.[$(EXTRAS)]'
+	$(OLDEST_VENV)/bin/python -c "import sys, torch, numpy, onnx, onnxruntime; print('oldest stack: Python', \
+		sys.version.split()[0], 'torch', torch.__version__, 'numpy', numpy.__version__, 'onnx', onnx.__version__, \
+		'onnxruntime', onnxruntime.__version__)"
+	touch $@
+
+# The suite on pyproject's lower bounds (CI runs it after `make test`).
+test-oldest: $(OLDEST_VENV)/.ready data
+	$(OLDEST_VENV)/bin/python -m pytest -q -p no:cacheprovider
+
 lint: setup
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks tools
 	$(VENV)/bin/mypy src/resdeploy
+	$(VENV)/bin/vermin -t=3.10- --violations --no-tips --eval-annotations src/resdeploy tests benchmarks tools
 
 $(STUBS_VENV)/.ready:
 	$(PYTHON) -m venv $(STUBS_VENV)
@@ -57,4 +85,4 @@ typecheck-trt: $(STUBS_VENV)/.ready
 			--no-incremental --follow-imports=silent --enable-error-code possibly-undefined $$(cat tools/trt_typecheck_targets.txt); fi
 
 clean:
-	rm -rf $(VENV) $(STUBS_VENV) runs .pytest_cache .mypy_cache
+	rm -rf $(VENV) $(STUBS_VENV) $(OLDEST_VENV) runs .pytest_cache .mypy_cache

@@ -58,6 +58,25 @@ def zoo_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+FAST_RUN = ("--val-limit", "500", "--iters", "5", "--warmup", "1", "--max-seconds", "5")
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory):
+    """One pipeline run on the demo model (validation capped for speed), then a second one:
+    (OUTDIR, Triton repository, first report, second report)."""
+    import json
+
+    root = tmp_path_factory.mktemp("run")
+    out, repo = root / "out", root / "triton"
+    args = ["run", *FAST_RUN, "-o", str(out), "--triton-repo", str(repo)]
+    assert cli.main(args) == 0
+    first = json.loads((out / "report.json").read_text())
+    assert cli.main(args) == 0
+    second = json.loads((out / "report.json").read_text())
+    return out, repo, first, second
+
+
 def _gpu_skip_reason() -> str | None:
     try:
         import torch

@@ -74,6 +74,9 @@ def test_torch_export_program_is_a_safe_model_format(tmp_path: Path, run_cli) ->
     torch.export.save(program, str(path))
     out = tmp_path / "m.onnx"
     r = run_cli("export", path, "--input-size", "32", "-o", out)
+    if tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) < (2, 5):
+        assert_clean_error(r, 2, "needs torch 2.5 or newer")  # JetPack 6.0's torch 2.3
+        return
     assert r.code == 0, r.err
     x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
     import onnxruntime as ort

@@ -96,3 +96,13 @@ def test_dynamo_keyword_only_where_torch_has_it(monkeypatch) -> None:
     model = torchvision.models.resnet18(num_classes=3).eval()
     proto = _torch_to_onnx(model, (3, 32, 32), ExportConfig())
     assert seen and any(n.op_type == "Conv" for n in proto.graph.node)
+
+
+def test_nothing_needs_more_than_python_3_10() -> None:
+    """JetPack 6 ships Python 3.10: vermin finds no newer syntax or stdlib use."""
+    root = SRC.parents[1]
+    vermin = Path(sys.executable).with_name("vermin")  # a console script of the dev extra
+    r = subprocess.run([str(vermin), "-t=3.10-", "--violations", "--no-tips", "--eval-annotations",
+                        str(SRC), str(root / "tests"), str(root / "benchmarks"), str(root / "tools")],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr

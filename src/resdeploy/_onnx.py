@@ -14,8 +14,22 @@ if TYPE_CHECKING:
     import onnx
     import onnxruntime as ort
 
-# onnxruntime 1.2x/1.3x read IR <= 13 while onnx 1.23 writes 14 by default.
+# The IR version resdeploy writes: onnx 1.23 writes 14 by default, while onnxruntime reads at most
+# 13 (1.31), 10 (1.18-1.2x) or 9 (1.17, the floor); nothing resdeploy writes needs more than 9.
 MAX_IR_VERSION = 10
+
+
+def max_ir_version() -> int:
+    """The IR version the installed onnxruntime reads (9 before 1.18)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            major, minor = (int(p) for p in version(dist).split(".")[:2])
+        except (PackageNotFoundError, ValueError):
+            continue
+        return MAX_IR_VERSION if (major, minor) >= (1, 18) else 9
+    return MAX_IR_VERSION
 
 
 def _external_locations(model: onnx.ModelProto) -> list[str]:
@@ -104,8 +118,9 @@ def meta_json(model: onnx.ModelProto, key: str, default: Any = None) -> Any:
 
 
 def cap_ir_version(model: onnx.ModelProto) -> None:
-    if model.ir_version > MAX_IR_VERSION:
-        model.ir_version = MAX_IR_VERSION
+    cap = max_ir_version()
+    if model.ir_version > cap:
+        model.ir_version = cap
 
 
 def serialize(model: onnx.ModelProto) -> bytes:

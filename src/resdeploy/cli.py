@@ -315,6 +315,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from .runtime.bundle import write_bundle
+
+    path = write_bundle(args.outdir, images=args.images, seed=args.seed, dest=args.output)
+    size = sum(p.stat().st_size for p in path.iterdir() if p.is_file()) / 1e6
+    print(f"wrote {path} ({size:.1f} MB): copy it to the device and run `resdeploy verify {path.name}` there")
+    return 0
+
+
+def _verify_rows(report: Any) -> list[list[str]]:
+    rows = []
+    for r in report.results:
+        where = "-"
+        if r.first_divergent is not None:
+            d = r.first_divergent
+            where = f"{d.module} ({d.node}), rel. error {d.rel_err:.3g} > {d.tolerance:g}"
+        rows.append([_short(r.artifact), r.variant, r.backend, str(r.n), _pct(r.agreement_expected),
+                     _pct(r.agreement_reference), _pct(r.top1), f"{r.max_abs_err_expected:.3g}",
+                     "pass" if r.passed else "FAIL", where])
+    return rows
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ._io import check_writable, write_json
+    from .runtime.verify import verify
+
+    if args.json:
+        check_writable(args.json)
+    if args.scale_tolerance <= 0:
+        raise UsageError(f"--scale-tolerance must be positive, got {args.scale_tolerance}")
+    report = verify(args.bundle, args.artifact, variant=args.variant, backend=args.backend,
+                    scale_tolerance=args.scale_tolerance)
+    _print_table(f"verify against {report.bundle['path']} ({report.bundle['golden']['n']} golden images)",
+                 ["artifact", "variant", "backend", "n", "agree expected %", "agree FP32 %", "top-1 %",
+                  "max |dlogit|", "result", "first divergent layer"], _verify_rows(report))
+    for r in report.results:
+        if r.hint:
+            print(f"  {_short(r.artifact)} failed; compare it layer by layer on the device with:\n    {r.hint}")
+    for warning in report.env.get("warnings", []):
+        log.warning("%s", warning)
+    if args.json:
+        write_json(args.json, report.to_dict())
+        print(f"wrote {args.json}")
+    return 0 if report.passed else 1
+
+
 # --- parser: one function per subcommand ------------------------------------------------------
 
 Sub = Any  # argparse's private _SubParsersAction
@@ -446,6 +492,32 @@ def _add_eval(sub: Sub) -> None:
     p.set_defaults(func=cmd_eval)
 
 
+def _add_bundle(sub: Sub) -> None:
+    p = sub.add_parser("bundle", help="the deploy bundle of a run: ONNX variants, golden images, expected outputs",
+                       formatter_class=_Help)
+    p.add_argument("outdir", metavar="OUTDIR", help="a `resdeploy run` output folder")
+    p.add_argument("--images", type=_positive_int, default=256, help="golden images, class-balanced and seeded")
+    p.add_argument("--seed", type=int, default=0, help="golden image selection")
+    p.add_argument("-o", "--output", metavar="DIR", help="bundle folder (default: OUTDIR/bundle)")
+    p.set_defaults(func=cmd_bundle)
+
+
+def _add_verify(sub: Sub) -> None:
+    from .runtime import backend_help, backend_names
+
+    p = sub.add_parser("verify", help="on the device: check artifacts against the bundle's expected outputs",
+                       formatter_class=_Help)
+    p.add_argument("bundle", metavar="BUNDLE", help="the bundle/ folder written by `run` or `bundle`")
+    p.add_argument("artifact", nargs="?", metavar="ARTIFACT",
+                   help="a .plan built on the device, or any .onnx (default: every bundled ONNX on every backend here)")
+    p.add_argument("--variant", metavar="NAME", help="the variant ARTIFACT implements (default: from its source sha256)")
+    p.add_argument("--backend", default="auto", choices=["auto", *backend_names()], help=backend_help())
+    p.add_argument("--scale-tolerance", type=float, default=1.0, metavar="F",
+                   help="loosen (F > 1) or tighten the bundle's per-variant tolerances")
+    p.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
+    p.set_defaults(func=cmd_verify)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="resdeploy",
@@ -456,7 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for add in (_add_export, _add_fold_bn, _add_quantize, _add_build, _add_run, _add_bench, _add_eval):
+    for add in (_add_export, _add_fold_bn, _add_quantize, _add_build, _add_run, _add_bench, _add_eval, _add_bundle,
+                _add_verify):
         add(sub)
     return parser
 

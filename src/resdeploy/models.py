@@ -252,27 +252,38 @@ def _describe(out: Any) -> str:
     return f"a {type(out).__name__}"
 
 
-def classifier_outputs(module: torch.nn.Module, pre: Preprocess) -> int:
-    """The number of classes, after checking the module is an image classifier: one
-    (N, 3, H, W) input in, one (N, classes) logits tensor out."""
+def _forward(module: torch.nn.Module, shape: tuple[int, ...]) -> Any:
     import torch
 
-    shape = (2, *pre.input_shape)
+    with torch.no_grad():
+        return module(torch.zeros(shape))
+
+
+def classifier_outputs(module: torch.nn.Module, pre: Preprocess) -> tuple[int, int | None]:
+    """(classes, static batch or None), after checking the module is an image classifier: one
+    (N, 3, H, W) input in, one (N, classes) logits tensor out. A module that runs at batch 1 only
+    (a ``torch.export`` program exported with a static batch) reports its static batch."""
+    import torch
+
+    shape: tuple[int, ...] = (2, *pre.input_shape)
+    static = None
     try:
-        with torch.no_grad():
-            out = module(torch.zeros(shape))
-    except Exception as exc:
-        raise ModelSpecError(
-            f"the model does not accept an input of shape {shape} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); resdeploy deploys classifiers of "
-            "N x 3 x H x W images: check --input-size"
-        ) from exc
+        out = _forward(module, shape)
+    except Exception as exc:  # noqa: BLE001 - a user's forward can raise anything
+        try:
+            out, shape, static = _forward(module, (1, *pre.input_shape)), (1, *pre.input_shape), 1
+        except Exception:  # noqa: BLE001 - report the first failure, at batch 2
+            raise ModelSpecError(
+                f"the model does not accept an input of shape {shape} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); resdeploy deploys classifiers of "
+                "N x 3 x H x W images: check --input-size"
+            ) from exc
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != shape[0]:
         raise ModelSpecError(
             f"the model returns {_describe(out)} for an input of shape {shape}; resdeploy deploys classifiers "
             "that return one (N, classes) logits tensor: wrap the model so that forward returns only the logits"
         )
-    return int(out.shape[1])
+    return int(out.shape[1]), static
 
 
 def file_format(path: Path) -> str:
@@ -291,6 +302,13 @@ def file_format(path: Path) -> str:
     if any(n.endswith("data.pkl") for n in names):
         return "pickle"
     return "unknown"
+
+
+def _torch_version() -> tuple[int, int]:
+    import torch
+
+    major, minor = (int("".join(c for c in p if c.isdigit()) or 0) for p in torch.__version__.split(".")[:2])
+    return major, minor
 
 
 def _exported(graph_module: Any) -> Any:
@@ -319,6 +337,11 @@ def _read_module_file(path: Path, trust_pickle: bool) -> tuple[Any, str]:
     if fmt == "torchscript":
         return torch.jit.load(str(path), map_location="cpu"), "TorchScript"
     if fmt == "export":
+        if _torch_version() < (2, 5):
+            raise ModelSpecError(
+                f"{path} is a torch.export program; turning one into ONNX needs torch 2.5 or newer (torch "
+                f"{torch.__version__}'s exporter cannot translate its aten ops): save TorchScript or a state_dict instead"
+            )
         return _exported(torch.export.load(str(path)).module()), "torch.export program"
     if fmt == "unknown":
         raise ModelSpecError(f"{path} is not a TorchScript, torch.export (.pt2) or torch.save file; {PICKLE_HINT}")
@@ -357,7 +380,9 @@ def _load_module_file(spec: ModelSpec) -> LoadedModel:
         raise ModelSpecError(f"{path} holds a {type(module).__name__}, not a torch.nn.Module")
     module.eval()
     pre = _override(IMAGENET, spec)
-    return LoadedModel(module, pre, classifier_outputs(module, pre), spec, f"{kind} {path.name}")
+    classes, static = classifier_outputs(module, pre)
+    extra = {"static_batch": static} if static else {}
+    return LoadedModel(module, pre, classes, spec, f"{kind} {path.name}", extra)
 
 
 def _load_factory(spec: ModelSpec) -> LoadedModel:
@@ -390,7 +415,9 @@ def _load_factory(spec: ModelSpec) -> LoadedModel:
             raise ModelSpecError(f"{spec.weights} does not fit {spec.spec}: {str(exc).splitlines()[0]}") from exc
     module.eval()
     pre = _override(IMAGENET, spec)
-    return LoadedModel(module, pre, classifier_outputs(module, pre), spec, f"factory {spec.spec}")
+    classes, static = classifier_outputs(module, pre)
+    extra = {"static_batch": static} if static else {}
+    return LoadedModel(module, pre, classes, spec, f"factory {spec.spec}", extra)
 
 
 def _load_zoo(spec: ModelSpec, name: str) -> LoadedModel:

@@ -100,13 +100,20 @@ def test_static_batch_and_opset(tmp_path: Path, run_cli) -> None:
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [13]
 
 
+def torchscript_exporter() -> dict[str, bool]:
+    """``dynamo=False`` where torch has the keyword (2.5+); older torch is TorchScript-based already."""
+    import inspect
+
+    return {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+
+
 def _export_with_bn(module: torch.nn.Module, path: Path, size: int) -> None:
     """What other tools produce: a training-mode export that keeps BatchNormalization."""
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (torch.zeros(2, 3, size, size),), buf, dynamo=False, opset_version=17,
+            module, (torch.zeros(2, 3, size, size),), buf, opset_version=17, **torchscript_exporter(),
             input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
             training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False,
         )

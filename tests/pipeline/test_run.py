@@ -14,23 +14,6 @@ from resdeploy._io import sha256_file
 
 from ..conftest import assert_clean_error
 
-FAST = ("--val-limit", "500", "--iters", "5", "--warmup", "1", "--max-seconds", "5")
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory):
-    """One pipeline run on the demo model (validation capped for speed), then a second one."""
-    from resdeploy import cli
-
-    root = tmp_path_factory.mktemp("run")
-    out, repo = root / "out", root / "triton"
-    args = ["run", *FAST, "-o", str(out), "--triton-repo", str(repo)]
-    assert cli.main(args) == 0
-    first = json.loads((out / "report.json").read_text())
-    assert cli.main(args) == 0
-    second = json.loads((out / "report.json").read_text())
-    return out, repo, first, second
-
 
 def test_report_has_the_contract_keys(demo_run) -> None:
     out, _, report, _ = demo_run

@@ -172,6 +172,10 @@ def export_onnx(model: LoadedModel, output: str | Path, config: ExportConfig = E
     """Export, fold, simplify, check and verify; write ``output`` only if all of it passed."""
     start = time.perf_counter()
     out = _io.check_writable(output)
+    static = model.extra.get("static_batch")
+    if static and config.batch != static:
+        raise UsageError(f"{model.description} runs at batch {static} only (exported with a static batch); "
+                         f"pass --batch {static}, or export it again with a dynamic batch dimension")
     pre = model.preprocess
     reference = _verify.torch_reference(model.module)
     module, folded_torch = _fold.fold_bn_module(model.module) if config.fold_bn else (model.module, 0)

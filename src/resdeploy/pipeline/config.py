@@ -131,7 +131,7 @@ def _scalar(value: Any, kind: type) -> Any:
 
 def _toml() -> Any:
     if sys.version_info >= (3, 11):
-        import tomllib
+        import tomllib  # novermin: guarded by the version check above
 
         return tomllib
     import tomli  # the PEP 621 way on Python 3.10: a conditional dependency in pyproject

@@ -14,7 +14,7 @@ from .plots import write_plots
 if TYPE_CHECKING:
     from .run import Runner, Variant
 
-__all__ = ["summary_rows", "write_outputs"]
+__all__ = ["manifest", "summary_rows", "write_outputs"]
 
 Latency = dict[tuple[str, str], list[dict[str, Any]]]
 _ACCURACY_KEYS = ("top1", "top5", "agreement_top1", "n", "max_abs_logit_err", "top1_ci95", "drop_pp",
@@ -177,7 +177,11 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _manifest(out: Path, extra_roots: list[Path], runner: Runner, env: dict[str, Any]) -> dict[str, Any]:
+def manifest(runner: Runner, env: dict[str, Any]) -> dict[str, Any]:
+    """Every file of OUTDIR (and the Triton repository) with its sha256 and size, the versions,
+    the command line and the settings."""
+    out = runner.out
+    extra_roots = [Path(runner.cfg.triton_repo)] if runner.cfg.triton_repo else []
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json" and not p.name.startswith("."))
     for root in extra_roots:
         files += sorted(p for p in root.rglob("*") if p.is_file())
@@ -214,17 +218,14 @@ def write_outputs(runner: Runner, export_info: dict[str, Any], quant_reports: di
         "env": env,
     }
     write_plots(out, report)
-    extra: list[Path] = []
     if cfg.triton_repo:
         from .triton import write_repository
 
         repo = _io.check_outdir(cfg.triton_repo)
         write_repository(repo, _triton_models(runner))
         report["triton_repo"] = str(repo)
-        extra.append(repo)
     _io.write_json(out / "report.json", report)
     _io.write_text(out / "report.md", _markdown(report))
-    _io.write_json(out / "manifest.json", _manifest(out, extra, runner, env))
     return report
 
 

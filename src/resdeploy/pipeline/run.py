@@ -157,6 +157,12 @@ class Runner:
             self.plans.append(Variant(v.name, v.precision, v.target, plan))
             self.hashes[str(plan)] = _io.sha256_file(plan)
 
+    def bundle(self) -> None:
+        """OUTDIR/bundle: what `resdeploy verify` checks on the device (reused while the variants
+        and the validation data are unchanged)."""
+        params = {"artifacts": self.hashes, "val": self.cfg.val, "model": self.ident}
+        self.stage("bundle", params, partial(_bundle, self.out), self.out / "bundle" / "bundle.json")
+
     def runs(self) -> list[tuple[Variant, str]]:
         """(variant, backend) pairs to measure: each ONNX on each ONNX backend, each plan on tensorrt."""
         return [(v, b) for v in self.variants for b in _onnx_backends()] + [(p, "tensorrt") for p in self.plans]
@@ -204,6 +210,13 @@ def _bench(text: str, backend: str, config: BenchConfig, options: dict[str, Any]
     return [r.to_dict() for r in benchmark_isolated(text, backend, config, options)]
 
 
+def _bundle(out: Path) -> dict[str, Any]:
+    from ..runtime.bundle import write_bundle
+
+    path = write_bundle(out)
+    return {"path": str(path), "files": sorted(p.name for p in path.iterdir())}
+
+
 def model_options(spec: ModelSpec) -> dict[str, Any]:
     opts = asdict(spec)
     opts.pop("spec")
@@ -217,7 +230,7 @@ def _clean_stale_temporaries(out: Path) -> None:
 
 
 def run_pipeline(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
-    from .report import write_outputs
+    from .report import manifest, write_outputs
 
     out = _io.check_outdir(cfg.output)
     with _io.FileLock(out / LOCK_NAME, what=f"resdeploy run -o {out}"):
@@ -229,4 +242,9 @@ def run_pipeline(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
         accuracy = runner.evaluate()
         latency = runner.bench()
         report = write_outputs(runner, export_info, quant_reports, accuracy, latency)
+        _io.write_json(out / "manifest.json", manifest(runner, report["env"]))  # the bundle reads the settings here
+        runner.bundle()
+        report["stages"] = runner.stages
+        _io.write_json(out / "report.json", report)
+        _io.write_json(out / "manifest.json", manifest(runner, report["env"]))
     return RunResult(out, report, runner.stages)

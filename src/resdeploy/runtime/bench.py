@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ResdeployError, StageError, UsageError, from_payload, to_payload
+from ._jetson import Sampler, conditions
 from .artifact import Artifact
 from .base import BackendOptions, Session
 from .registry import check_backend, open_session
@@ -57,6 +58,7 @@ class BenchResult:
     iters: int
     device: str = "cpu"
     copies_ms: dict[str, float] = field(default_factory=dict)
+    conditions: dict[str, Any] | None = None  # on a Jetson: power, temperatures, GPU clock while timing
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,7 +109,8 @@ def benchmark(artifact: Artifact, backend: str, config: BenchConfig) -> list[Ben
     for b in config.batches:
         if artifact.batch is not None and b != artifact.batch:
             raise UsageError(f"{artifact.text} has a static batch of {artifact.batch}; bench it with --batch {artifact.batch}")
-        with open_session(artifact, name, BackendOptions(threads=config.threads, batch_hint=b)) as session:
+        with open_session(artifact, name, BackendOptions(threads=config.threads, batch_hint=b)) as session, \
+                Sampler() as sampler:
             total, h2d, d2h = _time_batch(session, b, config)
             device = session.device
         lat = summarize(total)
@@ -118,6 +121,7 @@ def benchmark(artifact: Artifact, backend: str, config: BenchConfig) -> list[Ben
         results.append(BenchResult(
             artifact=artifact.text, backend=name, precision=artifact.precision, batch=b, latency_ms=lat,
             throughput_ips=b * 1000.0 / lat["mean"], iters=len(total), device=device, copies_ms=copies,
+            conditions=sampler.summary(),
         ))
         log.info("%s on %s, batch %d: p50 %.2f ms over %d iterations", artifact.name, name, b, lat["p50"], len(total))
     return results
@@ -160,22 +164,31 @@ def _cpu_name() -> str:
 
 
 def environment(threads: int | None, isolation: str) -> dict[str, Any]:
+    """The machine, library versions and, on a Jetson, its bench conditions; ``warnings`` lists
+    what makes the figures wander (clocks not locked)."""
     from importlib.metadata import PackageNotFoundError, version
 
     versions: dict[str, str] = {"python": platform.python_version()}
-    for pkg in ("resdeploy", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "torchvision", "tensorrt", "openvino"):
+    for pkg in ("resdeploy", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "torchvision", "tensorrt",
+                "openvino"):
         try:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
             continue
-    return {
+    env: dict[str, Any] = {
         "cpu": _cpu_name(),
         "cores": os.cpu_count() or 0,
         "threads": threads or os.cpu_count() or 0,
         "platform": platform.platform(),
         "versions": versions,
         "isolation": isolation,
+        "warnings": [],
     }
+    jetson = conditions()
+    if jetson is not None:
+        env["jetson"] = jetson
+        env["warnings"] += jetson["warnings"]
+    return env
 
 
 def worker_main() -> int:

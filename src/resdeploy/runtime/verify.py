@@ -1,0 +1,284 @@
+"""``resdeploy verify``: on the device, with nothing but the bundle, check that each artifact
+computes what the workstation proved, and when it does not, say where.
+
+A result compares the artifact's logits on the golden images with the expected logits of the
+variant it implements (top-1 agreement, max and mean |logit error|), with the FP32 torch
+logits, and with the golden labels. A failing ONNX candidate is run again with every
+intermediate activation exposed, next to the bundled variant on ONNX Runtime's CPU kernels (the
+workstation's), and the first tensor in topological order whose relative error exceeds the
+variant's tolerance is named with its ONNX node and the torch module it came from. For a
+TensorRT plan the Polygraphy command that does the same layer by layer is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import _io, _onnx
+from ..errors import UsageError
+from .artifact import Artifact
+from .base import BackendOptions
+from .bundle import Bundle, BundleVariant, Tolerance
+from .registry import backend_names, check_backend, get_backend, open_session
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Divergence", "VerifyReport", "VerifyResult", "first_divergence", "verify"]
+
+_DIAGNOSE_IMAGES = 8  # intermediate tensors of a ResNet-50 are ~100 MB per image: a few suffice
+
+
+@dataclass
+class Divergence:
+    tensor: str
+    node: str
+    module: str
+    rel_err: float
+    tolerance: float
+
+
+@dataclass
+class VerifyResult:
+    artifact: str
+    variant: str
+    backend: str
+    n: int
+    agreement_expected: float
+    agreement_reference: float
+    top1: float
+    max_abs_err_expected: float
+    mean_abs_err_expected: float
+    passed: bool
+    tolerance: dict[str, float]
+    first_divergent: Divergence | None = None
+    workstation_top1: float | None = None
+    hint: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["first_divergent"] = asdict(self.first_divergent) if self.first_divergent else None
+        return d
+
+
+@dataclass
+class VerifyReport:
+    results: list[VerifyResult]
+    bundle: dict[str, Any]
+    env: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"results": [r.to_dict() for r in self.results], "bundle": self.bundle, "env": self.env}
+
+
+# --- layer by layer ---------------------------------------------------------------------------
+
+_FLOAT_TYPES = {1, 10, 11, 16}  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+_PASS_THROUGH = {"QuantizeLinear", "DequantizeLinear", "Cast", "Relu", "Clip", "MaxPool", "Identity"}
+
+
+def _activations(model: Any) -> dict[str, int]:
+    """Float activations (name -> ONNX element type) in topological order, without weight paths
+    (tensors computed from initializers alone: a weight's Q/DQ, an FP16 copy)."""
+    import onnx
+
+    g = model.graph
+    constant = {t.name for t in g.initializer}
+    inferred = onnx.shape_inference.infer_shapes(model)
+    elem = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *g.output]}
+    names: dict[str, int] = {}
+    for node in g.node:
+        if node.op_type == "Constant" or all(i in constant for i in node.input if i):
+            constant.update(node.output)
+            continue
+        names.update({o: elem[o] for o in node.output if o and elem.get(o) in _FLOAT_TYPES})
+    return names
+
+
+def _expose(model: Any, names: dict[str, int]) -> Any:
+    import onnx
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    for name, elem_type in names.items():
+        if name not in existing:
+            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, elem_type, None))
+    return probe
+
+
+def _module_for(model: Any, tensor: str) -> tuple[str, str]:
+    """(node, module) for the node producing ``tensor``; through Q/DQ, casts and ReLUs to the
+    layer they belong to when the export's table does not name it."""
+    from ..export._modules import module_of, read_node_modules
+
+    table = read_node_modules(_onnx.metadata(model))
+    inits = {t.name for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    node = producers[tensor]
+    current = node
+    for _ in range(8):
+        module = module_of(current, table, inits)
+        if module != "?" or current.op_type not in _PASS_THROUGH:
+            return node.name, module
+        upstream = next((producers[i] for i in current.input if i in producers), None)
+        if upstream is None:
+            break
+        current = upstream
+    return node.name, module_of(node, table, inits)
+
+
+def first_divergence(candidate: Path, reference: Path, x: np.ndarray, tolerance: float,
+                     providers: list[Any] | None = None) -> Divergence | None:
+    """The first shared activation (topological order) where ``candidate`` departs from
+    ``reference`` by more than ``tolerance`` (relative L2); None when every one is within it."""
+    cand, ref = _onnx.load(candidate), _onnx.load(reference)
+    ref_names = _activations(ref)
+    cand_names = _activations(cand)
+    shared = [n for n in cand_names if n in ref_names]
+    if not shared:
+        return None
+    c_sess = _onnx.session(_expose(cand, {n: cand_names[n] for n in shared}), providers=providers)
+    r_sess = _onnx.session(_expose(ref, {n: ref_names[n] for n in shared}))
+    c_name, r_name = c_sess.get_inputs()[0].name, r_sess.get_inputs()[0].name
+    got = dict(zip([o.name for o in c_sess.get_outputs()], c_sess.run(None, {c_name: x}), strict=True))
+    want = dict(zip([o.name for o in r_sess.get_outputs()], r_sess.run(None, {r_name: x}), strict=True))
+    worst: tuple[float, str] = (0.0, shared[0])
+    for name in shared:
+        a, b = np.asarray(got[name], np.float64), np.asarray(want[name], np.float64)
+        if a.shape != b.shape:
+            continue
+        rel = float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+        worst = max(worst, (rel, name))
+        if rel > tolerance:
+            node, module = _module_for(cand, name)
+            return Divergence(name, node, module, rel, tolerance)
+    log.info("no intermediate tensor exceeds %.3g; the largest relative error is %.3g at %s", tolerance, *worst)
+    return None
+
+
+# --- verification -----------------------------------------------------------------------------
+
+
+def _logits(art: Artifact, backend: str, x: np.ndarray) -> np.ndarray:
+    batch = art.batch or 32
+    with open_session(art, backend, BackendOptions(batch_hint=batch)) as s:
+        outs = []
+        for i in range(0, len(x), batch):
+            part = x[i:i + batch]
+            pad = batch - len(part) if art.batch else 0
+            if pad:
+                part = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)])
+            outs.append(s.infer({s.input_name: part})[s.output_names[0]][: len(part) - pad])
+    return np.concatenate(outs).astype(np.float32)
+
+
+def _claimed_variant(bundle: Bundle, art: Artifact, name: str | None) -> BundleVariant:
+    """The variant a candidate implements: --variant, else its source ONNX's sha256 (a plan's
+    record, or the .onnx itself)."""
+    if name:
+        return bundle.variant(name)
+    assert art.path is not None
+    sha = ((art.record or {}).get("source_onnx") or {}).get("sha256") if art.kind == "plan" else _io.sha256_file(art.path)
+    found = bundle.variant_by_sha(sha) if sha else None
+    if found is None:
+        raise UsageError(f"{art.path} is not one of the bundle's variants (no sha256 match); say which it implements "
+                         f"with --variant {{{','.join(v.name for v in bundle.variants)}}}")
+    return found
+
+
+def _check(variant: BundleVariant, tol: Tolerance, art: Artifact, backend: str, x: np.ndarray, labels: np.ndarray,
+           expected: dict[str, np.ndarray]) -> tuple[VerifyResult, np.ndarray]:
+    got = _logits(art, backend, x)
+    want, ref = expected[variant.name], expected["reference"]
+    err = np.abs(got.astype(np.float64) - want)
+    scale = float(np.abs(want).max())
+    agreement = float(np.mean(got.argmax(1) == want.argmax(1)))
+    passed = agreement >= tol.min_agreement and float(err.max()) <= tol.max_abs_err * scale
+    return VerifyResult(
+        artifact=str(art.path or art.text), variant=variant.name, backend=backend, n=len(labels),
+        agreement_expected=agreement, agreement_reference=float(np.mean(got.argmax(1) == ref.argmax(1))),
+        top1=float(np.mean(got.argmax(1) == labels)), max_abs_err_expected=float(err.max()),
+        mean_abs_err_expected=float(err.mean()), passed=passed,
+        tolerance={**tol.to_dict(), "max_abs_err_logits": tol.max_abs_err * scale},
+        workstation_top1=variant.workstation.get("top1"),
+    ), got
+
+
+def _diagnose(bundle: Bundle, variant: BundleVariant, tol: Tolerance, art: Artifact, backend: str,
+              result: VerifyResult, x: np.ndarray, err: np.ndarray) -> None:
+    """Fill ``first_divergent`` (ONNX; a divergent layer fails the result) or the Polygraphy
+    ``hint`` (plans) of a result."""
+    if art.kind == "onnx" and art.path is not None:
+        worst = np.sort(np.argsort(-err)[:_DIAGNOSE_IMAGES])  # the images that moved most
+        providers = None
+        if backend.startswith("ort-"):
+            impl: Any = get_backend(backend)
+            providers = impl.providers(BackendOptions(), art)
+        result.first_divergent = first_divergence(art.path, bundle.root / variant.file, x[worst],
+                                                  tol.layer_rel_err, providers)
+        result.passed = result.passed and result.first_divergent is None
+        return
+    onnx = bundle.root / variant.file
+    result.hint = polygraphy_command(onnx, tol, (art.record or {}).get("recipe", {}))
+
+
+def polygraphy_command(onnx: Path, tol: Tolerance, recipe: dict[str, Any]) -> str:
+    """``polygraphy run`` comparing TensorRT with ONNX Runtime layer by layer on the golden images."""
+    cmd = ["polygraphy", "run", onnx.name, "--trt", "--onnxrt", "--data-loader-script", "polygraphy_data.py",
+           "--trt-outputs", "mark", "all", "--onnx-outputs", "mark", "all", "--fail-fast", "--validate",
+           "--rtol", str(tol.layer_rel_err), "--atol", str(tol.layer_rel_err)]
+    if recipe.get("strongly_typed") and recipe.get("generation") == "10":
+        cmd.append("--strongly-typed")
+    cmd += [f"--{flag.lower()}" for flag in recipe.get("set_flags", []) if flag in ("FP16", "INT8")]
+    return f"(cd {shlex.quote(str(onnx.parent))} && {' '.join(shlex.quote(c) for c in cmd)})"
+
+
+def _onnx_backends() -> list[str]:
+    return [b for b in backend_names() if "onnx" in get_backend(b).kinds and get_backend(b).unavailable_reason() is None]
+
+
+def verify(bundle_dir: str | Path, artifact: str | None = None, *, variant: str | None = None,
+           backend: str = "auto", scale_tolerance: float = 1.0) -> VerifyReport:
+    """Check each bundled ONNX on each backend that runs here, or one candidate against its variant.
+
+    A candidate ONNX that is not byte-identical to its variant is also compared layer by layer
+    (it passes only with no layer beyond the tolerance); otherwise the layers are compared when
+    the outputs fail."""
+    from .bench import environment
+
+    bundle = Bundle.load(bundle_dir)
+    x, labels = bundle.golden()
+    expected = bundle.expected()
+    if artifact is None:
+        if variant is not None:
+            bundle.variant(variant)  # a name that does not exist is bad input
+        backends = _onnx_backends() if backend == "auto" else [backend]
+        plan = [(v, Artifact.resolve(str(bundle.root / v.file)), b) for v in bundle.variants
+                if variant in (None, v.name) for b in backends]
+    else:
+        art = Artifact.resolve(artifact)
+        plan = [(_claimed_variant(bundle, art, variant), art, check_backend(art, backend)[0])]
+    results = []
+    for v, art, b in plan:
+        check_backend(art, b)
+        tol = v.tolerance.scaled(scale_tolerance)
+        result, got = _check(v, tol, art, b, x, labels, expected)
+        changed = art.kind == "onnx" and art.path is not None and _io.sha256_file(art.path) != v.sha256
+        if not result.passed or changed:
+            _diagnose(bundle, v, tol, art, b, result, x, np.abs(got - expected[v.name]).max(axis=1))
+        results.append(result)
+        log.info("%s as %s on %s: agreement %.4f, %s", art.name, v.name, b, result.agreement_expected,
+                 "passed" if result.passed else "FAILED")
+    info = {"path": str(bundle.root), "model": bundle.doc["model"]["spec"], "created": bundle.doc["created"],
+            "workstation": bundle.doc["machine"], "golden": bundle.doc["golden"]}
+    return VerifyReport(results, info, environment(None, "verify"))

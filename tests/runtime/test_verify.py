@@ -1,0 +1,115 @@
+"""The deploy bundle and `resdeploy verify` on this CPU: every bundled variant passes against its
+own expected outputs, a perturbed convolution is caught and named, a tampered bundle or a folder
+that is not one is bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from ..conftest import assert_clean_error
+
+
+@pytest.fixture
+def bundle(demo_run, tmp_path: Path) -> Path:
+    out = demo_run[0]
+    dest = tmp_path / "bundle"
+    shutil.copytree(out / "bundle", dest)
+    return dest
+
+
+def test_bundle_is_small_and_complete(demo_run) -> None:
+    out = demo_run[0]
+    b = out / "bundle"
+    doc = json.loads((b / "bundle.json").read_text())
+    assert doc["format"] == "resdeploy-bundle" and doc["format_version"] == 1
+    assert {v["name"] for v in doc["variants"]} == {"fp32", "fp16", "int8-cpu", "int8-tensorrt"}
+    for v in doc["variants"]:
+        assert (b / v["file"]).is_file() and set(v["tolerance"]) == {"min_agreement", "max_abs_err", "layer_rel_err"}
+        assert 0.0 < v["workstation"]["top1"] <= 1.0
+    golden = np.load(b / "golden.npz")
+    assert golden["x"].shape == (256, 3, 32, 32) and golden["x"].dtype == np.uint8
+    assert np.bincount(golden["y"], minlength=10).tolist() == [26] * 6 + [25] * 4, "class-balanced"
+    expected = np.load(b / "expected.npz")
+    assert set(expected.files) == {"reference", "fp32", "fp16", "int8-cpu", "int8-tensorrt"}
+    for p in b.iterdir():
+        if p.suffix != ".onnx":
+            assert p.stat().st_size < 3_000_000, p
+    assert "trtexec" in (b / "trtexec.sh").read_text()
+
+
+def test_verify_passes_every_bundled_variant(bundle: Path, tmp_path: Path, run_cli) -> None:
+    out = tmp_path / "v.json"
+    r = run_cli("verify", bundle, "--json", out)
+    assert r.code == 0, r.err
+    data = json.loads(out.read_text())
+    assert {"results", "bundle", "env"} <= set(data)
+    assert {x["variant"] for x in data["results"]} == {"fp32", "fp16", "int8-cpu", "int8-tensorrt"}
+    for x in data["results"]:
+        assert set(x) >= {"artifact", "variant", "backend", "n", "agreement_expected", "agreement_reference", "top1",
+                          "max_abs_err_expected", "passed", "first_divergent"}
+        assert x["passed"] and x["agreement_expected"] == 1.0 and x["first_divergent"] is None and x["n"] == 256
+
+
+def _perturb_conv(src: Path, dest: Path, scope: str) -> str:
+    model = onnx.load(str(src))
+    conv = next(n for n in model.graph.node if n.op_type == "Conv" and scope in n.name)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    weight = producers[producers[conv.input[1]].input[0]].input[0]  # float weight -> Q -> DQ -> Conv
+    for t in model.graph.initializer:
+        if t.name == weight:
+            w = numpy_helper.to_array(t)
+            noisy = w + np.random.default_rng(0).normal(0, 2 * np.abs(w).std(), w.shape).astype(np.float32)
+            t.CopyFrom(numpy_helper.from_array(noisy.astype(np.float32), weight))
+    onnx.save(model, str(dest))
+    return conv.name
+
+
+def test_a_perturbed_convolution_is_named(bundle: Path, tmp_path: Path, run_cli) -> None:
+    src = next(bundle.glob("*-int8-tensorrt.onnx"))
+    node = _perturb_conv(src, tmp_path / "bad.onnx", "layer3/layer3.0/conv2")
+    out = tmp_path / "v.json"
+    r = run_cli("verify", bundle, tmp_path / "bad.onnx", "--variant", "int8-tensorrt", "--json", out)
+    assert r.code == 1, r.err
+    (res,) = json.loads(out.read_text())["results"]
+    assert not res["passed"]
+    div = res["first_divergent"]
+    assert div["node"] == node and div["module"] == "layer3.0.conv2" and div["rel_err"] > div["tolerance"]
+    assert "layer3.0.conv2" in r.out
+
+
+def test_candidate_identical_to_a_variant_is_matched_by_sha256(bundle: Path, tmp_path: Path, run_cli) -> None:
+    copy = tmp_path / "mine.onnx"
+    shutil.copyfile(next(bundle.glob("*-fp16.onnx")), copy)
+    out = tmp_path / "v.json"
+    assert run_cli("verify", bundle, copy, "--json", out).code == 0
+    assert [x["variant"] for x in json.loads(out.read_text())["results"]] == ["fp16"]
+
+
+def test_tampered_bundles_and_other_folders_are_bad_input(bundle: Path, tmp_path: Path, run_cli) -> None:
+    assert_clean_error(run_cli("verify", tmp_path), 2, "not a resdeploy bundle")
+    assert_clean_error(run_cli("verify", bundle, "--variant", "int4"), 2, "no variant 'int4'")
+    unknown = tmp_path / "other.onnx"
+    _perturb_conv(next(bundle.glob("*-int8-tensorrt.onnx")), unknown, "layer1/layer1.0/conv1")
+    assert_clean_error(run_cli("verify", bundle, unknown), 2, "--variant")
+    golden = bundle / "golden.npz"
+    golden.write_bytes(golden.read_bytes()[:-100])
+    assert_clean_error(run_cli("verify", bundle), 2, "golden.npz", "altered")
+    doc = json.loads((bundle / "bundle.json").read_text())
+    doc["variants"][0]["tolerance"]["min_agreement"] = 0.0
+    (bundle / "bundle.json").write_text(json.dumps(doc))
+    assert_clean_error(run_cli("verify", bundle), 2, "edited")
+
+
+def test_bundle_command_rewrites_the_bundle(demo_run, tmp_path: Path, run_cli) -> None:
+    r = run_cli("bundle", demo_run[0], "--images", "40", "-o", tmp_path / "small")
+    assert r.code == 0, r.err
+    assert np.load(tmp_path / "small" / "golden.npz")["x"].shape[0] == 40
+    assert run_cli("verify", tmp_path / "small").code == 0
+    assert_clean_error(run_cli("bundle", tmp_path), 2, "not a finished `resdeploy run` folder")
