@@ -17,7 +17,12 @@ against tensorrt-stubs), and models per generation what the release branches' bi
 - ``Runtime`` / ``ICudaEngine`` / ``IExecutionContext``: a DLA plan deserialised without
   ``runtime.DLA_core`` fails; ``set_input_shape`` outside the profile returns False;
   ``execute_async_v3`` reads the input buffer and writes logits into the output buffer through
-  the addresses it was given (``memory`` maps an address to the test's CPU tensor).
+  the addresses it was given (``memory`` maps an address to the test's CPU tensor);
+- debug tensors (10.12+): ``mark_unfused_tensors_as_debug_tensors`` on the network, an
+  ``IDebugListener`` on the context, ``unfused_tensors_debug_state``. With ``execute_onnx`` the
+  engine computes the parsed ONNX itself (through ONNX Runtime), optionally with ``faults``
+  (node name -> relative noise on its weights, a kernel bug stand-in), and hands every float
+  activation to the listener.
 
 What it cannot prove: that TensorRT parses resdeploy's ONNX, which kernels it picks, that INT8
 layers fuse, numerics, CUDA streams, events and graphs, or anything about a real device. Every
@@ -26,12 +31,15 @@ call is recorded in ``calls`` so tests can assert what the builder and runtime w
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import types
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 
 OTHER_DEVICE_CACHE = b"TIMING-CACHE-FROM-ANOTHER-GPU"
 NUM_CLASSES = 10
@@ -63,7 +71,33 @@ def _enums(major: int) -> dict[str, Any]:
     }
 
 
-def make_fake(version: str, *, dla_cores: int | None = None) -> types.ModuleType:
+def _onnx_activations(path: str, x: np.ndarray, faults: dict[str, float]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(logits, every float activation) of the ONNX at ``path`` with ``faults`` applied to weights."""
+    import onnx
+    from onnx import numpy_helper
+
+    from resdeploy import _onnx
+    from resdeploy.runtime.verify import _activations, _expose
+
+    model = onnx.load(path)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.name in faults:
+            src = node.input[1]
+            while src not in inits and src in producers:  # through the weight's Q/DQ
+                src = producers[src].input[0]
+            w = numpy_helper.to_array(inits[src])
+            noise = np.random.default_rng(1).normal(0, faults[node.name] * np.abs(w).std(), w.shape)
+            inits[src].CopyFrom(numpy_helper.from_array((w + noise).astype(w.dtype), src))
+    names = _activations(model)
+    sess = _onnx.session(_expose(model, names))
+    outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {sess.get_inputs()[0].name: x}), strict=True))
+    return outs[model.graph.output[0].name], {n: outs[n] for n in names}
+
+
+def make_fake(version: str, *, dla_cores: int | None = None, execute_onnx: bool = False,
+              faults: dict[str, float] | None = None) -> types.ModuleType:
     major, minor, patch = _version(version)
     calls: list[tuple[Any, ...]] = []
     m = types.ModuleType("tensorrt")
@@ -77,6 +111,7 @@ def make_fake(version: str, *, dla_cores: int | None = None) -> types.ModuleType
     if dla_cores is None:  # Orin has 2; TensorRT 11.0-11.4.0 on Jetson has none
         dla_cores = 0 if major == 11 and (minor, patch) < (4, 1) else 2
     precision_flags = {f for f in ("FP16", "INT8", "BF16") if hasattr(BuilderFlag, f)}
+    debug_api = (major, minor) >= (10, 12)
 
     class _Severity(enum.IntEnum):
         INTERNAL_ERROR = 0
@@ -157,6 +192,13 @@ def make_fake(version: str, *, dla_cores: int | None = None) -> types.ModuleType
         def __init__(self, flags: int) -> None:
             self.flags = flags
             self.has_qdq = False
+            self.onnx_path = ""
+            self.debug = False
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "mark_unfused_tensors_as_debug_tensors" and debug_api:
+                return lambda: setattr(self, "debug", True) or True
+            raise AttributeError(name)
 
         @property
         def strongly_typed(self) -> bool:
@@ -203,6 +245,8 @@ def make_fake(version: str, *, dla_cores: int | None = None) -> types.ModuleType
                 "dla_core": config.DLA_core,
                 "monitor": getattr(config, "progress_monitor", None) is not None,
                 "profile": [list(map(list, s)) for p in config.profiles for s in p.shapes.values()],
+                "onnx": network.onnx_path,
+                "debug": network.debug,
             }
             calls.append(("builder.build_serialized_network", state))
             reason = self._refusal(network, config)
@@ -235,6 +279,7 @@ def make_fake(version: str, *, dla_cores: int | None = None) -> types.ModuleType
                 self.num_errors = 1
                 return False
             self.network.has_qdq = any(n.op_type == "QuantizeLinear" for n in onnx.load(path).graph.node)
+            self.network.onnx_path = path
             return True
 
         def get_error(self, i: int) -> ParserError:
@@ -248,6 +293,31 @@ def make_fake(version: str, *, dla_cores: int | None = None) -> types.ModuleType
             self.engine = engine
             self.shapes: dict[str, tuple[int, ...]] = {}
             self.addresses: dict[str, int] = {}
+            self.listener: Any = None
+            self._debug_state = False
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "unfused_tensors_debug_state" and debug_api:
+                return self._debug_state
+            raise AttributeError(name)
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            if name == "unfused_tensors_debug_state":
+                if not debug_api:
+                    raise AttributeError(name)
+                name = "_debug_state"
+            object.__setattr__(self, name, value)
+
+        def set_debug_listener(self, listener: Any) -> bool:
+            calls.append(("context.set_debug_listener",))
+            self.listener = listener
+            return bool(self.engine.state.get("debug"))
+
+        def _emit_debug(self, tensors: dict[str, np.ndarray], stream: int) -> None:
+            for name, value in tensors.items():
+                t = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+                m.memory[t.data_ptr()] = t  # type: ignore[attr-defined]
+                self.listener.process_debug_tensor(t.data_ptr(), None, DataType.FLOAT, tuple(t.shape), name, stream)
 
         def set_input_shape(self, name: str, shape: Any) -> bool:
             calls.append(("context.set_input_shape", name, tuple(shape)))
@@ -270,9 +340,14 @@ def make_fake(version: str, *, dla_cores: int | None = None) -> types.ModuleType
         def execute_async_v3(self, stream: int) -> bool:
             calls.append(("context.execute_async_v3", stream))
             x = m.memory[self.addresses["input"]].float().numpy()  # type: ignore[attr-defined]
-            logits = x.mean(axis=(2, 3)) @ self.engine.weights
+            if execute_onnx and self.engine.state.get("onnx"):
+                logits, activations = _onnx_activations(self.engine.state["onnx"], x, faults or {})
+                if self.listener is not None and self._debug_state:
+                    self._emit_debug(activations, stream)
+            else:
+                logits = x.mean(axis=(2, 3)) @ self.engine.weights
             m.memory[self.addresses["logits"]].copy_(  # type: ignore[attr-defined]
-                __import__("torch").from_numpy(logits.astype(np.float32)))
+                torch.from_numpy(logits.astype(np.float32)))
             return True
 
     class Engine:
@@ -327,6 +402,65 @@ def make_fake(version: str, *, dla_cores: int | None = None) -> types.ModuleType
                 pass
 
         m.IProgressMonitor = IProgressMonitor  # type: ignore[attr-defined]
+    if debug_api:
+
+        class IDebugListener:
+            def __init__(self) -> None:
+                pass
+
+        m.IDebugListener = IDebugListener  # type: ignore[attr-defined]
     if major >= 11 or (major == 10 and minor >= 11):
         m.OnnxParserFlag = enum.IntEnum("OnnxParserFlag", ["NATIVE_INSTANCENORM", "ADJUST_FOR_DLA"])  # type: ignore[attr-defined]
     return m
+
+
+# --- the CUDA side of a TensorRT session, on the CPU -----------------------------------------
+
+
+class CpuEvent:
+    def record(self, stream: Any = None) -> None:
+        pass
+
+    def elapsed_time(self, other: CpuEvent) -> float:
+        return 0.25
+
+    def synchronize(self) -> None:
+        pass
+
+
+class Replay:
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn, self.replays = fn, 0
+
+    def replay(self) -> None:
+        self.replays += 1
+        self.fn()
+
+
+class CpuOps:
+    """CudaOps' interface on the CPU; allocations are registered as the fake's device memory."""
+
+    device = "cpu"
+    stream = None
+    stream_handle = 7
+
+    def __init__(self, trt: Any, device: str = "cpu") -> None:
+        self.trt, self.graphs = trt, []
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> torch.Tensor:
+        t = torch.empty(shape, dtype=dtype)
+        self.trt.memory[t.data_ptr()] = t
+        return t
+
+    def events(self, n: int) -> list[CpuEvent]:
+        return [CpuEvent() for _ in range(n)]
+
+    def on_stream(self) -> Any:
+        return contextlib.nullcontext()
+
+    def to_host(self, address: int, shape: tuple[int, ...], dtype: Any, stream: int) -> np.ndarray:
+        return self.trt.memory[address].numpy().reshape(shape).copy()
+
+    def capture(self, fn: Callable[[], None]) -> Replay:
+        self.graphs.append(Replay(fn))
+        return self.graphs[-1]

@@ -5,70 +5,21 @@ streams, events and graphs themselves (see tests/engine/fake_tensorrt.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from resdeploy.engine import BuildConfig, build_engine
 from resdeploy.errors import UsageError
 from resdeploy.runtime import Artifact, BackendOptions
 from resdeploy.runtime.tensorrt_backend import open_plan
 
-from .fake_tensorrt import make_fake
+from .fake_tensorrt import CpuOps, make_fake
 
 DEVICE = ("Fake Orin", (8, 7))
-
-
-class CpuEvent:
-    def record(self, stream: Any = None) -> None:
-        pass
-
-    def elapsed_time(self, other: CpuEvent) -> float:
-        return 0.25
-
-    def synchronize(self) -> None:
-        pass
-
-
-class Replay:
-    def __init__(self, fn: Callable[[], None]) -> None:
-        self.fn, self.replays = fn, 0
-
-    def replay(self) -> None:
-        self.replays += 1
-        self.fn()
-
-
-class CpuOps:
-    """CudaOps' interface on the CPU; allocations are registered as the fake's device memory."""
-
-    device = "cpu"
-    stream = None
-    stream_handle = 7
-
-    def __init__(self, trt: Any) -> None:
-        self.trt, self.graphs = trt, []
-
-    def empty(self, shape: tuple[int, ...], dtype: Any) -> torch.Tensor:
-        t = torch.empty(shape, dtype=dtype)
-        self.trt.memory[t.data_ptr()] = t
-        return t
-
-    def events(self, n: int) -> list[CpuEvent]:
-        return [CpuEvent() for _ in range(n)]
-
-    def on_stream(self) -> Any:
-        return contextlib.nullcontext()
-
-    def capture(self, fn: Callable[[], None]) -> Replay:
-        self.graphs.append(Replay(fn))
-        return self.graphs[-1]
 
 
 @pytest.fixture(scope="module")

@@ -113,3 +113,73 @@ def test_bundle_command_rewrites_the_bundle(demo_run, tmp_path: Path, run_cli) -
     assert np.load(tmp_path / "small" / "golden.npz")["x"].shape[0] == 40
     assert run_cli("verify", tmp_path / "small").code == 0
     assert_clean_error(run_cli("bundle", tmp_path), 2, "not a finished `resdeploy run` folder")
+
+
+# --- a TensorRT plan on the device, against the fake (no TensorRT here) --------------------------
+
+DEVICE = ("Fake Orin", (8, 7))
+
+
+def _on_fake_device(monkeypatch, version: str, **fake_options):
+    import sys
+
+    import resdeploy._tensorrt as probe
+    import resdeploy.engine.builder as builder
+    import resdeploy.runtime.tensorrt_backend as backend
+
+    from ..engine.fake_tensorrt import CpuOps, make_fake
+
+    trt = make_fake(version, execute_onnx=True, **fake_options)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(probe, "cuda_device", lambda index=0: DEVICE)
+    monkeypatch.setattr(backend, "cuda_device", lambda index=0: DEVICE)
+    monkeypatch.setattr(builder, "cuda_device", lambda index=0: DEVICE)
+    monkeypatch.setattr(backend, "CudaOps", lambda device: CpuOps(trt, device))
+    return trt
+
+
+def _device_plan(bundle: Path, tmp_path: Path) -> Path:
+    from resdeploy.engine import BuildConfig, build_engine
+
+    plan = tmp_path / "device.plan"
+    build_engine(next(bundle.glob("*-int8-tensorrt.onnx")), plan, BuildConfig(min_batch=1, opt_batch=8, max_batch=32),
+                 device=DEVICE)
+    return plan
+
+
+def test_a_plan_that_computes_the_variant_passes(bundle: Path, tmp_path: Path, monkeypatch, run_cli) -> None:
+    _on_fake_device(monkeypatch, "10.13.3.9")
+    plan = _device_plan(bundle, tmp_path)
+    out = tmp_path / "v.json"
+    r = run_cli("verify", bundle, plan, "--json", out)
+    assert r.code == 0, r.err
+    (res,) = json.loads(out.read_text())["results"]
+    assert res["variant"] == "int8-tensorrt" and res["backend"] == "tensorrt", "matched by the plan's source sha256"
+
+
+def test_a_faulty_plan_is_traced_to_its_layer_with_debug_tensors(bundle: Path, tmp_path: Path, monkeypatch,
+                                                                  run_cli) -> None:
+    trt = _on_fake_device(monkeypatch, "10.13.3.9", faults={"/layer2/layer2.1/conv1/Conv": 3.0})
+    plan = _device_plan(bundle, tmp_path)
+    out = tmp_path / "v.json"
+    r = run_cli("verify", bundle, plan, "--json", out)
+    assert r.code == 1, r.err
+    (res,) = json.loads(out.read_text())["results"]
+    assert res["first_divergent"]["module"] == "layer2.1.conv1", res
+    assert res["first_divergent"]["node"] == "/layer2/layer2.1/conv1/Conv"
+    built = [c[1] for c in trt.calls if c[0] == "builder.build_serialized_network"]
+    assert built[-1]["debug"] is True, "a debug engine was built from the bundled ONNX"
+    assert ("context.set_debug_listener",) in trt.calls
+
+
+def test_before_10_12_a_faulty_plan_gets_the_polygraphy_command(bundle: Path, tmp_path: Path, monkeypatch,
+                                                                 run_cli) -> None:
+    _on_fake_device(monkeypatch, "10.3.0.30", faults={"/layer2/layer2.1/conv1/Conv": 3.0})
+    plan = _device_plan(bundle, tmp_path)
+    out = tmp_path / "v.json"
+    r = run_cli("verify", bundle, plan, "--json", out)
+    assert r.code == 1, r.err
+    (res,) = json.loads(out.read_text())["results"]
+    assert res["first_divergent"] is None
+    assert "polygraphy run" in res["hint"] and "--strongly-typed" in res["hint"] and "polygraphy_data.py" in res["hint"]
+    assert "polygraphy run" in r.out

@@ -71,9 +71,10 @@ def inspect_onnx(path: str | Path) -> OnnxInfo:
     return OnnxInfo(Path(path), name, shape, _onnx.precision(model), _onnx.metadata(model), _io.sha256_file(path))
 
 
-def network_from_onnx(builder: trt.Builder, logger: trt.ILogger, onnx_path: Path,
-                      recipe: Recipe) -> tuple[trt.INetworkDefinition, trt.OnnxParser]:
-    """The network (strongly typed where the recipe says so) parsed from ``onnx_path``."""
+def network_from_onnx(builder: trt.Builder, logger: trt.ILogger, onnx_path: Path, recipe: Recipe,
+                      debug_tensors: bool = False) -> tuple[trt.INetworkDefinition, trt.OnnxParser]:
+    """The network (strongly typed where the recipe says so) parsed from ``onnx_path``; with
+    ``debug_tensors`` every tensor that survives fusion is marked for an ``IDebugListener``."""
     import tensorrt as trt
 
     flags = 0
@@ -87,6 +88,11 @@ def network_from_onnx(builder: trt.Builder, logger: trt.ILogger, onnx_path: Path
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
         raise BuildError(f"TensorRT's ONNX parser rejected {onnx_path}: {errors or 'no detail'}")
+    if debug_tensors:
+        if not hasattr(network, "mark_unfused_tensors_as_debug_tensors"):
+            raise UsageError(f"debug tensors that keep fusion need TensorRT 10.12 or newer (this is {trt.__version__}); "
+                             "compare layer by layer with `polygraphy run ... --trt --onnxrt` instead")
+        network.mark_unfused_tensors_as_debug_tensors()
     return network, parser
 
 
@@ -217,7 +223,7 @@ def build_engine(
     start = time.perf_counter()
     logger = make_logger()
     builder = trt.Builder(logger)
-    network, _parser = network_from_onnx(builder, logger, info.path, recipe)
+    network, _parser = network_from_onnx(builder, logger, info.path, recipe, config.debug_tensors)
     cfg, cache = create_config(builder, recipe, config, info.input_name, shapes)
     plan = engine_bytes(builder, network, cfg)
     seconds = time.perf_counter() - start
@@ -247,6 +253,7 @@ def _record(trt_version: str, device: tuple[str, tuple[int, int]], recipe: Recip
         "profile": {info.input_name: {k: list(v) for k, v in shapes.items()}},
         "workspace_mib": config.workspace_mib,
         "dla_core": recipe.dla_core,
+        "debug_tensors": config.debug_tensors,
         "timing_cache": ({"path": str(cache.path), "loaded": cache.loaded, "rejected": cache.rejected}
                          if cache.path is not None else None),
         "source_onnx": {"path": str(info.path), "sha256": info.sha256},

@@ -44,6 +44,7 @@ class BuildConfig:
     workspace_mib: int | None = None  # None: TensorRT's default (all device memory)
     timing_cache: str | None = None
     dla_core: int | None = None
+    debug_tensors: bool = False  # mark unfused tensors as debug tensors (TensorRT 10.12+), for verify
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:

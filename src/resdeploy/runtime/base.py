@@ -31,6 +31,7 @@ class BackendOptions:
     cuda_graphs: bool = False  # TensorRT backend: replay a captured CUDA graph
     cache_dir: Path | None = None  # ort-trt engine / timing caches
     batch_hint: int | None = None  # the batch size it will mostly run (OpenVINO picks its hint from it)
+    debug_tensors: bool = False  # TensorRT backend: collect the plan's debug tensors on every run
 
 
 @dataclass(frozen=True)

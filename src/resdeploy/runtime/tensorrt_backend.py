@@ -79,6 +79,21 @@ class CudaOps:
 
         return torch.cuda.stream(self.stream)
 
+    def to_host(self, address: int, shape: tuple[int, ...], dtype: Any, stream: int) -> np.ndarray:
+        """A copy of device memory TensorRT owns (a debug tensor), through ``__cuda_array_interface__``."""
+        import torch
+
+        torch.cuda.ExternalStream(stream).synchronize()
+        typestr = {torch.float32: "<f4", torch.float16: "<f2", torch.int8: "|i1", torch.uint8: "|u1",
+                   torch.int32: "<i4", torch.int64: "<i8", torch.bool: "|b1"}.get(dtype)
+        if typestr is None:
+            raise UsageError(f"debug tensors of type {dtype} are not supported")
+
+        class View:
+            __cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (address, True), "version": 3}
+
+        return torch.as_tensor(View(), device=self.device).cpu().numpy().copy()
+
     def capture(self, fn: Callable[[], None]) -> Any:
         """A CUDA graph of ``fn``; ``.replay()`` runs it again."""
         import torch
@@ -95,6 +110,9 @@ class TensorRTSession(Session):
     context: Any = None
     ops: Any = None  # CudaOps or a test's CPU stand-in
     use_graphs: bool = False
+    debug_tensors: dict[str, np.ndarray] = field(default_factory=dict)  # filled by the debug listener
+    debug_errors: list[str] = field(default_factory=list)
+    _listener: Any = None
     _graphs: dict[tuple[int, ...], Any] = field(default_factory=dict)
     _buffers: dict[tuple[int, ...], dict[str, Any]] = field(default_factory=dict)
 
@@ -143,6 +161,8 @@ class TensorRTSession(Session):
         x = np.ascontiguousarray(feed[self.input_name])
         shape = tuple(x.shape)
         bufs = self._bind(shape)
+        self.debug_tensors.clear()
+        self.debug_errors.clear()
         ev = self.ops.events(4)
         with self.ops.on_stream():
             ev[0].record(self.ops.stream)
@@ -150,9 +170,12 @@ class TensorRTSession(Session):
             ev[1].record(self.ops.stream)
             self._execute(shape)
             ev[2].record(self.ops.stream)
-            outs = {n: bufs[n].to("cpu", non_blocking=False).float().numpy() for n in self.output_names}
+            host = {n: bufs[n].to("cpu", non_blocking=False) for n in self.output_names}
             ev[3].record(self.ops.stream)
         ev[3].synchronize()
+        outs = {n: np.array(t.float().numpy()) for n, t in host.items()}  # owned: the buffers are reused
+        if self.debug_errors:
+            raise UsageError(f"copying debug tensors failed: {self.debug_errors[0]}")
         return outs, Timing(
             compute_ms=ev[1].elapsed_time(ev[2]), h2d_ms=ev[0].elapsed_time(ev[1]), d2h_ms=ev[2].elapsed_time(ev[3])
         )
@@ -165,6 +188,38 @@ class TensorRTSession(Session):
         self._buffers.clear()
         self.context = None
         self.engine = None
+
+
+def _debug_listener(session: TensorRTSession) -> Any:
+    """An ``IDebugListener`` copying each debug tensor to the host into ``session.debug_tensors``."""
+    import tensorrt as trt
+
+    class Collector(trt.IDebugListener):  # type: ignore[misc]
+        def __init__(self) -> None:
+            trt.IDebugListener.__init__(self)
+
+        def process_debug_tensor(self, addr: int, location: Any, dtype: Any, shape: Any, name: str,
+                                 stream: int) -> None:
+            # TensorRT prints and swallows what this raises: keep it to raise after the run.
+            try:
+                dims = tuple(int(shape[i]) for i in range(len(shape)))
+                session.debug_tensors[name] = session.ops.to_host(int(addr), dims, torch_dtype(dtype), int(stream))
+            except Exception as exc:  # noqa: BLE001 - re-raised by the session after execute
+                session.debug_errors.append(f"{name}: {type(exc).__name__}: {exc}")
+
+    return Collector()
+
+
+def _collect_debug_tensors(session: TensorRTSession) -> None:
+    """Attach the listener and switch the unfused tensors' debug state on (TensorRT 10.12+)."""
+    context: trt.IExecutionContext = session.context
+    if not hasattr(context, "unfused_tensors_debug_state"):
+        raise UsageError("debug tensors need TensorRT 10.12 or newer; compare with `polygraphy run` instead")
+    session._listener = _debug_listener(session)
+    if not context.set_debug_listener(session._listener):
+        raise UsageError("TensorRT refused the debug listener; rebuild the plan with debug tensors marked")
+    context.unfused_tensors_debug_state = True
+    session.use_graphs = False  # a listener is called between kernels, which a CUDA graph would skip
 
 
 def deserialize(plan: Path, record: dict[str, Any] | None, logger: trt.ILogger) -> trt.ICudaEngine:
@@ -211,8 +266,11 @@ def open_plan(artifact: Artifact, options: BackendOptions, make_ops: Callable[[]
         shape = tuple(dims[i] if dims[i] >= 0 else None for i in range(len(dims)))
         specs.append(TensorSpec(n, _NUMPY_DTYPES.get(dtype, dtype), shape))
     ops = make_ops()
-    return TensorRTSession(backend="tensorrt", artifact=artifact, inputs=specs, output_names=outputs,
-                           device=ops.device, engine=engine, context=context, ops=ops, use_graphs=options.cuda_graphs)
+    session = TensorRTSession(backend="tensorrt", artifact=artifact, inputs=specs, output_names=outputs,
+                              device=ops.device, engine=engine, context=context, ops=ops, use_graphs=options.cuda_graphs)
+    if options.debug_tensors:
+        _collect_debug_tensors(session)
+    return session
 
 
 @register_backend

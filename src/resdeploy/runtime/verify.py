@@ -137,33 +137,73 @@ def _module_for(model: Any, tensor: str) -> tuple[str, str]:
     return node.name, module_of(node, table, inits)
 
 
+def _run_exposed(path: Path, names: dict[str, int], x: np.ndarray, providers: list[Any] | None = None) -> dict[str, np.ndarray]:
+    model = _onnx.load(path)
+    sess = _onnx.session(_expose(model, names), providers=providers)
+    outs = sess.run(None, {sess.get_inputs()[0].name: x})
+    return dict(zip([o.name for o in sess.get_outputs()], outs, strict=True))
+
+
+def _first_over(model: Any, order: list[str], got: dict[str, np.ndarray], want: dict[str, np.ndarray],
+                tolerance: float) -> Divergence | None:
+    """The first of ``order`` present in both whose relative L2 error exceeds ``tolerance``."""
+    worst: tuple[float, str] = (0.0, "")
+    for name in order:
+        if name not in got or name not in want:
+            continue
+        a, b = np.asarray(got[name], np.float64), np.asarray(want[name], np.float64)
+        if a.shape != b.shape:
+            if a.size != b.size:
+                continue
+            a = a.reshape(b.shape)  # TensorRT may report a debug tensor with another (equal-size) shape
+        rel = float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+        worst = max(worst, (rel, name))
+        if rel > tolerance:
+            node, module = _module_for(model, name)
+            return Divergence(name, node, module, rel, tolerance)
+    log.info("no intermediate tensor exceeds %.3g; the largest relative error is %.3g at %s", tolerance, *worst)
+    return None
+
+
 def first_divergence(candidate: Path, reference: Path, x: np.ndarray, tolerance: float,
                      providers: list[Any] | None = None) -> Divergence | None:
     """The first shared activation (topological order) where ``candidate`` departs from
     ``reference`` by more than ``tolerance`` (relative L2); None when every one is within it."""
-    cand, ref = _onnx.load(candidate), _onnx.load(reference)
-    ref_names = _activations(ref)
-    cand_names = _activations(cand)
+    ref_names = _activations(_onnx.load(reference))
+    cand_model = _onnx.load(candidate)
+    cand_names = _activations(cand_model)
     shared = [n for n in cand_names if n in ref_names]
     if not shared:
         return None
-    c_sess = _onnx.session(_expose(cand, {n: cand_names[n] for n in shared}), providers=providers)
-    r_sess = _onnx.session(_expose(ref, {n: ref_names[n] for n in shared}))
-    c_name, r_name = c_sess.get_inputs()[0].name, r_sess.get_inputs()[0].name
-    got = dict(zip([o.name for o in c_sess.get_outputs()], c_sess.run(None, {c_name: x}), strict=True))
-    want = dict(zip([o.name for o in r_sess.get_outputs()], r_sess.run(None, {r_name: x}), strict=True))
-    worst: tuple[float, str] = (0.0, shared[0])
-    for name in shared:
-        a, b = np.asarray(got[name], np.float64), np.asarray(want[name], np.float64)
-        if a.shape != b.shape:
-            continue
-        rel = float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
-        worst = max(worst, (rel, name))
-        if rel > tolerance:
-            node, module = _module_for(cand, name)
-            return Divergence(name, node, module, rel, tolerance)
-    log.info("no intermediate tensor exceeds %.3g; the largest relative error is %.3g at %s", tolerance, *worst)
-    return None
+    got = _run_exposed(candidate, {n: cand_names[n] for n in shared}, x, providers)
+    want = _run_exposed(reference, {n: ref_names[n] for n in shared}, x)
+    return _first_over(cand_model, shared, got, want, tolerance)
+
+
+def plan_divergence(plan: Artifact, reference: Path, x: np.ndarray, tolerance: float) -> Divergence | None:
+    """For a TensorRT plan (10.12+): rebuild the variant's ONNX with its unfused tensors marked as
+    debug tensors (fusion kept, unlike marking outputs), run it on ``x`` collecting them, and
+    compare each with ONNX Runtime's CPU value of the same ONNX tensor."""
+    import tempfile
+
+    from ..engine import BuildConfig, build_engine
+
+    record = plan.record or {}
+    shape = next(iter(record.get("profile", {}).values()), {"min": [1], "opt": [1], "max": [len(x)]})
+    x = x[: shape["max"][0]]
+    config = BuildConfig(min_batch=shape["min"][0], opt_batch=min(shape["opt"][0], len(x)), max_batch=shape["max"][0],
+                         dla_core=record.get("dla_core"), debug_tensors=True)
+    with tempfile.TemporaryDirectory(prefix="resdeploy-debug-") as tmp:
+        debug_plan = Path(tmp) / "debug.plan"
+        build_engine(reference, debug_plan, config)
+        with open_session(Artifact.resolve(str(debug_plan)), "tensorrt", BackendOptions(debug_tensors=True)) as s:
+            tensorrt_session: Any = s
+            s.infer({s.input_name: x})
+            got = dict(tensorrt_session.debug_tensors)
+    model = _onnx.load(reference)
+    names = _activations(model)
+    want = _run_exposed(reference, {n: names[n] for n in names if n in got}, x)
+    return _first_over(model, list(names), got, want, tolerance)
 
 
 # --- verification -----------------------------------------------------------------------------
@@ -229,7 +269,20 @@ def _diagnose(bundle: Bundle, variant: BundleVariant, tol: Tolerance, art: Artif
         result.passed = result.passed and result.first_divergent is None
         return
     onnx = bundle.root / variant.file
+    if art.kind == "plan" and _debug_tensors_here():
+        worst = np.sort(np.argsort(-err)[:_DIAGNOSE_IMAGES])
+        result.first_divergent = plan_divergence(art, onnx, x[worst], tol.layer_rel_err)
+        return
     result.hint = polygraphy_command(onnx, tol, (art.record or {}).get("recipe", {}))
+
+
+def _debug_tensors_here() -> bool:
+    """TensorRT 10.12+ marks debug tensors without breaking fusion; older releases need Polygraphy."""
+    from .._tensorrt import import_tensorrt
+    from ..engine import parse_version
+
+    trt = import_tensorrt()
+    return trt is not None and parse_version(trt.__version__).at_least(10, 12)
 
 
 def polygraphy_command(onnx: Path, tol: Tolerance, recipe: dict[str, Any]) -> str:
