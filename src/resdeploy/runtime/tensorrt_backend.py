@@ -90,7 +90,9 @@ class CudaOps:
             raise UsageError(f"debug tensors of type {dtype} are not supported")
 
         class View:
-            __cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (address, True), "version": 3}
+            def __init__(self) -> None:
+                self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (address, True),
+                                                 "version": 3}
 
         return torch.as_tensor(View(), device=self.device).cpu().numpy().copy()
 
