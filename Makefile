@@ -18,6 +18,12 @@ OLDEST_PYTHON ?= $(shell for p in python3.10 $$(ls -d $$HOME/.pyenv/versions/3.1
 OLDEST_VENV ?= .venv-oldest
 WHEELHOUSE ?= $(HOME)/.cache/resdeploy/wheels-py310
 
+# Peer tools for the benchmarks (NVIDIA ModelOpt without its onnx extra, which pins onnxruntime-gpu;
+# NNCF; ONNX Runtime), in a venv of their own: never in .venv.
+PEERS_VENV ?= .venv-peers
+PEERS := nvidia-modelopt==0.47.0 'onnx~=1.21.0' onnx-graphsurgeon polygraphy 'onnxconverter-common~=1.16.0' \
+	onnxslim ml_dtypes lief cppimport onnxscript 'onnxruntime~=1.24.2' nncf openvino
+
 .PHONY: setup data demo test test-oldest lint typecheck-trt peers-venv clean
 
 $(PY):
@@ -72,6 +78,14 @@ lint: setup
 	$(VENV)/bin/mypy src/resdeploy
 	$(VENV)/bin/vermin -t=3.10- --violations --no-tips --eval-annotations src/resdeploy tests benchmarks tools
 
+$(PEERS_VENV)/.ready:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet $(TORCH_SPEC)
+	$(PEERS_VENV)/bin/pip install --quiet $(PEERS)
+	touch $@
+
+peers-venv: $(PEERS_VENV)/.ready
+
 $(STUBS_VENV)/.ready:
 	$(PYTHON) -m venv $(STUBS_VENV)
 	$(STUBS_VENV)/bin/pip install --quiet mypy numpy
@@ -85,4 +99,4 @@ typecheck-trt: $(STUBS_VENV)/.ready
 			--no-incremental --follow-imports=silent --enable-error-code possibly-undefined $$(cat tools/trt_typecheck_targets.txt); fi
 
 clean:
-	rm -rf $(VENV) $(STUBS_VENV) $(OLDEST_VENV) runs .pytest_cache .mypy_cache
+	rm -rf $(VENV) $(STUBS_VENV) $(OLDEST_VENV) $(PEERS_VENV) runs .pytest_cache .mypy_cache

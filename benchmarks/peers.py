@@ -1,14 +1,17 @@
-"""resdeploy against its peers, in one run on this machine, for the demo model and ResNet-50.
+"""CPU speed side by side: resdeploy against its peers, in one run on this machine, for the demo
+model and ResNet-50, at batch 1 and 8, each runtime timed alone in its own process.
 
-Per model, at batch 1 and 8 on the CPU, each runtime timed alone in its own process:
-  torch eager FP32 | ONNX Runtime FP32 | OpenVINO's default CPU inference (optional peer,
-  `pip install openvino`) | ONNX Runtime `quantize_static` with its defaults (the peer INT8) |
-  resdeploy FP16 | resdeploy INT8 (cpu profile) | resdeploy INT8 (tensorrt profile, run by ORT).
-Prints latency, speed-up over torch and accuracy on Fashion-MNIST test as one table and writes
-JSON. ResNet-50 has random weights (seed 0; no ImageNet weights offline): its accuracy column
-is agreement with FP32 on 500 test images at 224 px, which says nothing about real accuracy.
+Rows: torch eager FP32 | ONNX Runtime FP32 | OpenVINO's own defaults on the FP32 ONNX | ONNX
+Runtime `quantize_static` with its defaults | NNCF INT8 (`nncf.quantize` on the ONNX, in the
+peers' venv) run by OpenVINO, with OpenVINO's defaults and with resdeploy's `ov-cpu` settings, the
+faster kept | resdeploy FP16 | resdeploy INT8 cpu profile and tensorrt profile, on `ort-cpu` and on
+`ov-cpu`. The two INT8 rows that matter (resdeploy's cpu profile on its best CPU backend against
+NNCF + OpenVINO) are timed in alternated rounds and compared by the median of their p50s. Accuracy:
+top-1 on Fashion-MNIST test for the demo model (all 10,000 images); for ResNet-50 (random weights,
+seed 0, no ImageNet weights offline) only agreement with FP32 on 500 images, which says nothing
+about real accuracy.
 
-    python benchmarks/peers.py [--out runs/bench-peers] [--models fashion,resnet50] [--iters 50]
+    python benchmarks/peers.py [--out runs/bench-peers] [--models fashion,resnet50] [--iters 50] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -30,10 +33,34 @@ from resdeploy.preprocess import Preprocess
 from resdeploy.quantize import QuantizeConfig, quantize
 from resdeploy.runtime import Artifact, BenchConfig, EvalConfig, benchmark_isolated, environment, evaluate
 
+ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"fashion": "zoo:fashion-resnet18", "resnet50": "resnet50"}
-# ORT's default MinMax calibrator keeps every activation of every batch in memory: ResNet-50
-# at 224 px needs fewer images than the demo model to fit in 24 GiB.
-PEER_CALIB = {"fashion": 512, "resnet50": 128}
+LIMIT = {"fashion": 10_000, "resnet50": 500}
+CALIB = {"fashion": 512, "resnet50": 128}  # ORT's default MinMax keeps every activation in memory
+
+_OV_DEFAULT = r"""
+import json, sys, time, numpy as np, openvino as ov
+from resdeploy.data import load_dataset
+from resdeploy.runtime import Artifact
+path, batches, iters, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+art = Artifact.resolve(path)
+pre = art.preprocess()
+compiled = ov.Core().compile_model(path, "CPU")  # OpenVINO's own defaults
+req = compiled.create_infer_request()
+lat = {}
+for b in (int(x) for x in batches.split(",")):
+    x = np.random.default_rng(0).standard_normal((b, *pre.input_shape)).astype(np.float32)
+    for _ in range(10):
+        req.infer({0: x})
+    samples = []
+    for _ in range(iters):
+        t = time.perf_counter(); req.infer({0: x}); samples.append((time.perf_counter() - t) * 1e3)
+    lat[b] = float(np.median(samples))
+test = load_dataset("fashion-mnist:test")
+preds = [np.asarray(req.infer({0: x})[compiled.outputs[0]]).argmax(1)
+         for x, _ in test.batches(pre, 250, np.arange(min(limit, len(test))))]
+print(json.dumps({"latency": lat, "pred": np.concatenate(preds).tolist()}))
+"""
 
 
 def ort_default_int8(fp32: Path, out: Path, n: int) -> None:
@@ -48,37 +75,128 @@ def ort_default_int8(fp32: Path, out: Path, n: int) -> None:
         def __init__(self) -> None:
             self.it = iter(batches)
 
-        def get_next(self):  # type: ignore[no-untyped-def]
+        def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.it, None)
 
     quantize_static(str(fp32), str(out), Reader())
 
 
-def openvino_worker(onnx: str, batches: str, iters: int, limit: int) -> None:
-    """Child process: OpenVINO's default CPU compile of the FP32 ONNX; latency and predictions."""
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(onnx, "CPU")
-    result: dict = {"latency": {}}
-    pre = Preprocess.from_metadata(_onnx.metadata(_onnx.load(onnx)))
+def nncf_int8(fp32: Path, out: Path, n: int, peers_python: Path) -> float:
+    """NNCF's INT8 of the same FP32 ONNX, in the peers' venv; returns its quantize seconds."""
+    pre = Preprocess.from_metadata(_onnx.metadata(_onnx.load(fp32)))
     assert pre is not None
-    for b in (int(x) for x in batches.split(",")):
-        x = np.random.default_rng(0).standard_normal((b, *pre.input_shape)).astype(np.float32)
-        req = compiled.create_infer_request()
-        for _ in range(10):
-            req.infer({0: x})
-        samples = []
-        for _ in range(iters):
-            t = time.perf_counter()
-            req.infer({0: x})
-            samples.append((time.perf_counter() - t) * 1e3)
-        result["latency"][str(b)] = float(np.median(samples))
-    test = load_dataset("fashion-mnist:test")
-    req = compiled.create_infer_request()
-    preds = [np.asarray(req.infer({0: x})[compiled.outputs[0]]).argmax(1)
-             for x, _ in test.batches(pre, 250, np.arange(min(limit, len(test))))]
-    result["pred"] = np.concatenate(preds).tolist()
-    print(json.dumps(result))
+    batches = calibration_batches(load_dataset("fashion-mnist:train"), pre, input_name="input", size=n, batch_size=32)
+    calib = out.with_suffix(".calib.npz")
+    np.savez(calib, x=np.concatenate([b["input"] for b in batches]))
+    proc = subprocess.run([str(peers_python), str(ROOT / "benchmarks" / "_peer_quantize.py"), "nncf", "performance",
+                           str(fp32), str(calib), str(out)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"nncf failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return float(json.loads(proc.stdout.strip().splitlines()[-1])["seconds"])
+
+
+def _p50(path: Path | str, backend: str, cfg: BenchConfig) -> dict[int, float]:
+    return {r.batch: r.latency_ms["p50"] for r in benchmark_isolated(str(path), backend, cfg)}
+
+
+def _ov_default(path: Path, iters: int, limit: int) -> dict:
+    proc = subprocess.run([sys.executable, "-c", _OV_DEFAULT, str(path), "1,8", str(iters), str(limit)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"OpenVINO default failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _alternated(pairs: dict[str, tuple[Path, str]], cfg: BenchConfig, rounds: int) -> dict[str, dict[int, float]]:
+    """Median p50 per batch over ``rounds`` alternated rounds (each run alone in its process)."""
+    seen: dict[str, list[dict[int, float]]] = {k: [] for k in pairs}
+    for r in range(rounds):
+        for name in (list(pairs) if r % 2 == 0 else list(pairs)[::-1]):
+            path, backend = pairs[name]
+            seen[name].append(_p50(path, backend, cfg))
+    return {k: {b: float(np.median([s[b] for s in v])) for b in (1, 8)} for k, v in seen.items()}
+
+
+def run_model(key: str, out: Path, cfg: BenchConfig, rounds: int, peers_python: Path | None) -> list[dict]:
+    spec, limit = MODELS[key], LIMIT[key]
+    fp32 = out / f"{key}-fp32.onnx"
+    export_onnx(load_model(spec), fp32)
+    paths: dict[str, tuple[Path, float]] = {}
+    for name, qcfg in (("fp16", QuantizeConfig(precision="fp16")),
+                       ("int8-cpu", QuantizeConfig(precision="int8", target="cpu", calib="fashion-mnist:train")),
+                       ("int8-tensorrt", QuantizeConfig(precision="int8", target="tensorrt", calib="fashion-mnist:train"))):
+        t0 = time.perf_counter()
+        quantize(fp32, out / f"{key}-{name}.onnx", qcfg)
+        paths[name] = (out / f"{key}-{name}.onnx", time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    ort_default_int8(fp32, out / f"{key}-ort-default-int8.onnx", CALIB[key])
+    paths["ort-default"] = (out / f"{key}-ort-default-int8.onnx", time.perf_counter() - t0)
+    if peers_python is not None:
+        paths["nncf"] = (out / f"{key}-nncf-int8.onnx", nncf_int8(fp32, out / f"{key}-nncf-int8.onnx", 300, peers_python))
+    runs = [("torch eager FP32", spec, "torch", 0.0), ("ONNX Runtime FP32", fp32, "ort-cpu", 0.0),
+            ("ONNX Runtime quantize_static defaults", paths["ort-default"][0], "ort-cpu", paths["ort-default"][1]),
+            ("resdeploy FP16", paths["fp16"][0], "ort-cpu", paths["fp16"][1])]
+    for name in ("int8-cpu", "int8-tensorrt"):
+        for backend in ("ort-cpu", "ov-cpu"):
+            runs.append((f"resdeploy INT8 {name[5:]} profile on {backend}", paths[name][0], backend, paths[name][1]))
+    onnx_runs = [(p, b) for _, p, b, _ in runs if isinstance(p, Path)]
+    if "nncf" in paths:
+        onnx_runs.append((paths["nncf"][0], "ov-cpu"))
+    acc = evaluate([Artifact.resolve(str(p)) for p, _ in onnx_runs], "fashion-mnist:test",
+                   backend=[b for _, b in onnx_runs], config=EvalConfig(limit=limit))
+    by = {(r.artifact, r.backend): r for r in acc.results}
+    rows = []
+    for name, path, backend, qsec in runs:
+        r = by.get((str(path), backend))
+        lat = _p50(path, backend, cfg)
+        rows.append({"model": spec, "runtime": name, "p50_b1": lat[1], "p50_b8": lat[8],
+                     "top1": r.top1 if r else acc.reference["top1"], "agreement": r.agreement_top1 if r else 1.0,
+                     "n": limit, "quantize_s": round(qsec, 1)})
+    ov = _ov_default(fp32, cfg.iters, limit)
+    labels = load_dataset("fashion-mnist:test").labels[:limit]
+    rows.append({"model": spec, "runtime": "OpenVINO defaults on the FP32 ONNX", "p50_b1": ov["latency"]["1"],
+                 "p50_b8": ov["latency"]["8"], "top1": float(np.mean(np.asarray(ov["pred"]) == labels)),
+                 "agreement": None, "n": limit, "quantize_s": 0.0})
+    if "nncf" in paths:
+        rows += _head_to_head(spec, paths, by, cfg, rounds, limit)
+    return rows
+
+
+def _head_to_head(spec: str, paths: dict[str, tuple[Path, float]], by: dict, cfg: BenchConfig, rounds: int,
+                  limit: int) -> list[dict]:
+    """NNCF + OpenVINO at its fastest (OpenVINO's defaults or ov-cpu's settings) against resdeploy's
+    cpu profile on its fastest CPU backend, in alternated rounds."""
+    nncf_path, nncf_s = paths["nncf"]
+    ours = min(("ort-cpu", "ov-cpu"), key=lambda b: _p50(paths["int8-cpu"][0], b, cfg)[1])
+    med = _alternated({"resdeploy": (paths["int8-cpu"][0], ours), "nncf": (nncf_path, "ov-cpu")}, cfg, rounds)
+    ov_default = _ov_default(nncf_path, cfg.iters, limit)["latency"]
+    nncf_lat = {b: min(med["nncf"][b], ov_default[str(b)]) for b in (1, 8)}
+    nncf_acc, our_acc = by[(str(nncf_path), "ov-cpu")], by[(str(paths["int8-cpu"][0]), ours)]
+    return [
+        {"model": spec, "runtime": "NNCF INT8 + OpenVINO (its fastest settings)", "p50_b1": nncf_lat[1],
+         "p50_b8": nncf_lat[8], "top1": nncf_acc.top1, "agreement": nncf_acc.agreement_top1, "n": limit,
+         "quantize_s": round(nncf_s, 1), "head_to_head": True},
+        {"model": spec, "runtime": f"resdeploy INT8 cpu profile on {ours} (alternated rounds)", "p50_b1": med["resdeploy"][1],
+         "p50_b8": med["resdeploy"][8], "top1": our_acc.top1, "agreement": our_acc.agreement_top1, "n": limit,
+         "quantize_s": round(paths["int8-cpu"][1], 1), "head_to_head": True,
+         "ratio_vs_nncf": {b: med["resdeploy"][b] / nncf_lat[b] for b in (1, 8)}},
+    ]
+
+
+def _print(rows: list[dict], env: dict) -> None:
+    print(f"\n{env['cpu']}, {env['cores']} cores; each runtime timed alone in its own process; p50 latency")
+    print(f"{'model':22} {'runtime':52} {'b1 ms':>8} {'b8 ms':>8} {'x torch':>8} {'top-1 %':>8} {'agree %':>8}")
+    torch_b1 = {r["model"]: r["p50_b1"] for r in rows if r["runtime"] == "torch eager FP32"}
+    for r in rows:
+        top1 = f"{100 * r['top1']:.2f}" if r["model"].startswith("zoo:") else "n/a"
+        agree = f"{100 * r['agreement']:.2f}" if r.get("agreement") is not None else "-"
+        print(f"{r['model']:22} {r['runtime']:52} {r['p50_b1']:8.2f} {r['p50_b8']:8.2f} "
+              f"{torch_b1[r['model']] / r['p50_b1']:8.1f} {top1:>8} {agree:>8}")
+    for r in rows:
+        if "ratio_vs_nncf" in r:
+            ratio = r["ratio_vs_nncf"]
+            print(f"{r['model']}: resdeploy INT8 / NNCF+OpenVINO INT8 latency: batch 1 {ratio[1]:.3f}, "
+                  f"batch 8 {ratio[8]:.3f} (target <= 1.0)")
 
 
 def main() -> int:
@@ -86,70 +204,22 @@ def main() -> int:
     ap.add_argument("--out", default="runs/bench-peers")
     ap.add_argument("--models", default="fashion,resnet50")
     ap.add_argument("--iters", type=int, default=50)
-    ap.add_argument("--openvino-worker", nargs=4, metavar=("ONNX", "BATCHES", "ITERS", "LIMIT"), help=argparse.SUPPRESS)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--peers-python", default=str(ROOT / ".venv-peers" / "bin" / "python"))
     args = ap.parse_args()
-    if args.openvino_worker:
-        onnx, batches, iters, limit = args.openvino_worker
-        openvino_worker(onnx, batches, int(iters), int(limit))
-        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    bcfg = BenchConfig(batches=(1, 8), iters=args.iters, warmup=10, max_seconds=30.0)
-    rows: list[dict] = []
-    for key in args.models.split(","):
-        spec = MODELS[key]
-        limit = 10_000 if key == "fashion" else 500
-        fp32 = out / f"{key}-fp32.onnx"
-        export_onnx(load_model(spec), fp32)
-        variants: dict[str, tuple[str, Path | None, float]] = {
-            "torch eager fp32": ("torch", None, 0.0), "onnxruntime fp32": ("ort-cpu", fp32, 0.0)}
-        peer = out / f"{key}-ort-default-int8.onnx"
-        t0 = time.perf_counter()
-        ort_default_int8(fp32, peer, PEER_CALIB[key])
-        variants["onnxruntime quantize_static defaults"] = ("ort-cpu", peer, time.perf_counter() - t0)
-        for name, cfg in (("resdeploy fp16", QuantizeConfig(precision="fp16")),
-                          ("resdeploy int8 cpu", QuantizeConfig(precision="int8", target="cpu", calib="fashion-mnist:train")),
-                          ("resdeploy int8 tensorrt", QuantizeConfig(precision="int8", target="tensorrt", calib="fashion-mnist:train"))):
-            path = out / f"{key}-{name.split(' ', 1)[1].replace(' ', '-')}.onnx"
-            t0 = time.perf_counter()
-            quantize(fp32, path, cfg)
-            variants[name] = ("ort-cpu", path, time.perf_counter() - t0)
-        onnx_paths = [str(p) for _, p, _ in variants.values() if p is not None]
-        acc = evaluate([Artifact.resolve(p) for p in onnx_paths], "fashion-mnist:test", config=EvalConfig(limit=limit))
-        by_path = {r.artifact: r for r in acc.results}
-        ref_pred_top1 = by_path[str(fp32)].top1
-        for name, (backend, path, qsec) in variants.items():
-            lat = {r.batch: r.latency_ms["p50"] for r in benchmark_isolated(str(path) if path else spec, backend, bcfg)}
-            r = by_path.get(str(path)) if path else None
-            rows.append({"model": spec, "runtime": name, "p50_b1": lat[1], "p50_b8": lat[8],
-                         "top1": r.top1 if r else acc.reference["top1"], "agreement": r.agreement_top1 if r else 1.0,
-                         "n": limit, "quantize_s": round(qsec, 1)})
-        ov = subprocess.run([sys.executable, __file__, "--openvino-worker", str(fp32), "1,8", str(args.iters), str(limit)],
-                            capture_output=True, text=True)
-        if ov.returncode == 0:
-            data = json.loads(ov.stdout.strip().splitlines()[-1])
-            pred = np.asarray(data["pred"])
-            labels = load_dataset("fashion-mnist:test").labels[:limit]
-            rows.append({"model": spec, "runtime": "openvino default (cpu)", "p50_b1": data["latency"]["1"],
-                         "p50_b8": data["latency"]["8"], "top1": float(np.mean(pred == labels)), "agreement": None,
-                         "n": limit, "quantize_s": 0.0, "fp32_onnx_top1": ref_pred_top1})
-        else:
-            rows.append({"model": spec, "runtime": "openvino default (cpu)",
-                         "skipped": (ov.stderr.strip().splitlines() or ["failed"])[-1]})
+    peers_python = Path(args.peers_python) if Path(args.peers_python).is_file() else None
+    if peers_python is None:
+        print(f"no peers venv at {args.peers_python} (make peers-venv): no NNCF rows", file=sys.stderr)
+    cfg = BenchConfig(batches=(1, 8), iters=args.iters, warmup=10, max_seconds=30.0)
+    start = time.perf_counter()
+    rows = [r for key in args.models.split(",") for r in run_model(key, out, cfg, args.rounds, peers_python)]
     env = environment(None, "one process per runtime")
-    print(f"\n{env['cpu']}, {env['cores']} cores; each runtime timed alone in its own process; p50 latency")
-    print(f"{'model':22} {'runtime':38} {'b1 ms':>8} {'b8 ms':>8} {'x torch':>8} {'top-1 %':>8} {'agree %':>8}")
-    torch_b1 = {r["model"]: r["p50_b1"] for r in rows if r["runtime"] == "torch eager fp32"}
-    for r in rows:
-        if "skipped" in r:
-            print(f"{r['model']:22} {r['runtime']:38} skipped: {r['skipped']}")
-            continue
-        top1 = f"{100 * r['top1']:.2f}" if r["model"].startswith("zoo:") else "n/a"
-        agree = f"{100 * r['agreement']:.2f}" if r.get("agreement") is not None else "-"
-        print(f"{r['model']:22} {r['runtime']:38} {r['p50_b1']:8.2f} {r['p50_b8']:8.2f} "
-              f"{torch_b1[r['model']] / r['p50_b1']:8.1f} {top1:>8} {agree:>8}")
+    _print(rows, env)
+    print(f"{time.perf_counter() - start:.0f} s")
     (out / "results.json").write_text(json.dumps({"rows": rows, "env": env}, indent=2))
-    print(f"\nwrote {out / 'results.json'}")
+    print(f"wrote {out / 'results.json'}")
     return 0
 
 

@@ -173,8 +173,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         print(f"  verified against FP32 on seeded inputs: max |error| {worst:.3g}")
     if r.budget:
         b = r.budget
+        budget = f"budget {b['max_drop_pp']} pp" if b.get("max_drop_pp") is not None else "no --max-drop budget"
         print(f"  top-1 on {b.get('data', args.val)}: {100 * b['top1']:.2f}% vs FP32 {100 * b['fp32_top1']:.2f}% "
-              f"(drop {b['drop_pp']:.3f} pp, budget {b['max_drop_pp']} pp)")
+              f"(drop {b['drop_pp']:.3f} pp, {budget})")
     if r.fallback:
         print(f"  fell back to higher precision ({len(r.fallback)}): {', '.join(r.fallback)}")
     if r.layers:

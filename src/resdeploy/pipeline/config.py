@@ -18,6 +18,8 @@ from ..errors import UsageError
 __all__ = ["RunConfig", "load_config"]
 
 PRECISION_NAMES = ("fp32", "fp16", "int8")
+# Flag names that differ from the setting they fill (`--batch 1,8` fills `batches`).
+FLAG_ALIASES = {"batch": "batches"}
 TARGET_NAMES = ("cpu", "tensorrt")
 
 
@@ -153,7 +155,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     known = {f.name for f in fields(RunConfig)}
     out: dict[str, Any] = {}
     for key, value in data.items():
-        name = key.replace("-", "_")
+        name = FLAG_ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
         if name not in known:
             raise UsageError(f"{p}: unknown setting {key!r}; known: {', '.join(sorted(known))}")
         out[name] = _coerce(key, name, value, p)

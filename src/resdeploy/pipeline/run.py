@@ -23,7 +23,16 @@ from .._tensorrt import import_tensorrt, tensorrt_unavailable_reason
 from ..engine import BuildConfig, inspect_onnx, trtexec_script
 from ..models import ModelSpec, load_model
 from ..quantize import QuantizeConfig, quantize
-from ..runtime import Artifact, BenchConfig, EvalConfig, benchmark_isolated, environment, evaluate, get_backend
+from ..runtime import (
+    Artifact,
+    BenchConfig,
+    EvalConfig,
+    backend_names,
+    benchmark_isolated,
+    environment,
+    evaluate,
+    get_backend,
+)
 from ._stages import StageStore
 from .config import RunConfig
 
@@ -81,15 +90,15 @@ def plan_variants(cfg: RunConfig, out: Path, slug: str) -> list[Variant]:
     if "int8" in cfg.precisions:
         for target in cfg.targets:
             q = QuantizeConfig(precision="int8", target=target, calib=cfg.calib, calib_size=cfg.calib_size,
-                               calib_method=cfg.calib_method, val=cfg.val if cfg.max_drop is not None else None,
-                               max_drop=cfg.max_drop, val_limit=cfg.val_limit)
+                               calib_method=cfg.calib_method, val=cfg.val, max_drop=cfg.max_drop,
+                               val_limit=cfg.val_limit)
             vs.append(Variant(f"int8-{target}", "int8", target, out / f"{slug}-int8-{target}.onnx", q))
     return vs
 
 
 def _onnx_backends() -> list[str]:
-    """ONNX backends usable here (ort-cpu always; the others where installed)."""
-    return [b for b in ("ort-cpu", "ort-cuda", "ort-trt") if get_backend(b).unavailable_reason() is None]
+    """ONNX backends usable here (ort-cpu always; OpenVINO and the GPU providers where installed)."""
+    return [b for b in backend_names() if "onnx" in get_backend(b).kinds and get_backend(b).unavailable_reason() is None]
 
 
 class Runner:
@@ -168,16 +177,18 @@ class Runner:
         return [(v, b) for v in self.variants for b in _onnx_backends()] + [(p, "tensorrt") for p in self.plans]
 
     def evaluate(self) -> dict[str, Any]:
-        items = list(dict.fromkeys(str(v.path) for v, _ in self.runs()))
+        """Every (artifact, backend) on the validation set: OpenVINO's and TensorRT's kernels are
+        measured, not assumed to match ONNX Runtime's."""
+        items = [(str(v.path), b) for v, b in self.runs()]
 
         def produce() -> dict[str, Any]:
             reference = Artifact.resolve(self.cfg.model, **model_options(self.spec))
-            report = evaluate([Artifact.resolve(p) for p in items], self.cfg.val, reference=reference,
-                              config=EvalConfig(limit=self.cfg.val_limit))
+            report = evaluate([Artifact.resolve(p) for p, _ in items], self.cfg.val, reference=reference,
+                              backend=[b for _, b in items], config=EvalConfig(limit=self.cfg.val_limit))
             return report.to_dict()
 
-        params = {"artifacts": {p: self.hashes[p] for p in items}, "val": self.cfg.val, "limit": self.cfg.val_limit,
-                  "model": self.ident}
+        params = {"artifacts": [(p, b, self.hashes[p]) for p, b in items], "val": self.cfg.val,
+                  "limit": self.cfg.val_limit, "model": self.ident}
         return self.stage("eval", params, produce)
 
     def bench(self) -> dict[tuple[str, str], list[dict[str, Any]]]:

@@ -56,29 +56,28 @@ def _percentile(s: TensorStats, q: float = 99.99) -> float:
 
 
 def _entropy(s: TensorStats) -> float:
-    """TensorRT's entropy calibration: the threshold whose 128-level quantized distribution
-    has the smallest KL divergence from the clipped reference distribution."""
-    hist = s.hist
+    """TensorRT's entropy calibration, as NVIDIA's pytorch-quantization computes it: the threshold
+    whose 128-level quantized distribution has the smallest KL divergence from the clipped
+    reference (outliers folded into its last bin). The first bin is set to the second's count
+    first: post-ReLU tensors hold a spike of exact zeros there that would otherwise pull every
+    threshold down to a handful of bins. Ties go to the largest threshold."""
+    bins = s.hist.copy()
+    bins[0] = bins[1]
     best_kl, best_i = np.inf, BINS
-    for i in range(QUANT_LEVELS, BINS + 1, 16):
-        clipped = hist[:i]
-        p = clipped.copy()
-        p[i - 1] += hist[i:].sum()  # the reference keeps the outliers in its last bin
-        nonzero = clipped > 0
-        # The candidate: the clipped histogram (without outliers) merged into 128 levels, each
-        # level spread evenly over its non-empty bins.
-        q = np.zeros(i)
-        for c in np.array_split(np.arange(i), QUANT_LEVELS):
-            nz = nonzero[c]
-            if nz.any():
-                q[c[nz]] = clipped[c].sum() / nz.sum()
-        nonzero = p > 0
-        ps, qs = p.sum(), q.sum()
-        if ps == 0 or qs == 0:
+    for i in range(QUANT_LEVELS, BINS + 1, 8):
+        ref = bins[:i].copy()
+        ref[-1] += bins[i:].sum()
+        level = np.digitize(np.arange(i), np.linspace(0, i, QUANT_LEVELS + 1)) - 1
+        nonzero = bins[:i] != 0
+        sums = np.bincount(level[nonzero], weights=bins[:i][nonzero], minlength=QUANT_LEVELS)
+        counts = np.bincount(level[nonzero], minlength=QUANT_LEVELS)
+        q = np.where(nonzero, sums[level] / np.maximum(counts[level], 1), 0.0)
+        if ref.sum() == 0 or q.sum() == 0:
             continue
-        pn, qn = p[nonzero] / ps, q[nonzero] / qs
-        kl = float(np.sum(pn * np.log(pn / np.maximum(qn, 1e-12))))
-        if kl < best_kl:
+        p, q = ref / ref.sum(), q / q.sum()
+        mask = p > 0
+        kl = np.inf if np.any(q[mask] == 0) else float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+        if kl <= best_kl:
             best_kl, best_i = kl, i
     return min(s.absmax, best_i * s.edge / BINS)
 

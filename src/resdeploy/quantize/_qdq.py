@@ -25,7 +25,7 @@ class Unit:
     """One quantizable layer: a Conv (input activation + weights) or a residual Add (identity input)."""
 
     node: str
-    kind: str  # "conv" | "residual"
+    kind: str  # "conv" | "residual" (or "pool": an input of MaxPool or GlobalAveragePool)
     tensor: str  # the activation tensor quantized for it
 
 
@@ -158,7 +158,7 @@ def write_qdq(
         if unit is not None and unit.kind == "conv":
             node.input[0] = w.activation(node.input[0])
             node.input[1] = w.weight(node)
-        elif unit is not None and unit.kind == "residual":
+        elif unit is not None:  # a residual Add's identity input (or another op's activation input)
             idx = list(node.input).index(unit.tensor)
             node.input[idx] = w.activation(unit.tensor)
         w.nodes.append(node)

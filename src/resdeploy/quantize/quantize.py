@@ -43,6 +43,7 @@ class QuantizeConfig:
     max_drop: float | None = None  # percentage points of top-1
     val_limit: int | None = None
     sensitivity_images: int = 256
+    layer_images: int = 256  # images of the per-layer SQNR report (the first of --val, else of --calib)
     fp32_remainder: bool = False  # tensorrt target: keep unquantized layers FP32 instead of FP16
 
     def __post_init__(self) -> None:
@@ -56,8 +57,8 @@ class QuantizeConfig:
             raise UsageError("--precision int8 needs calibration images: add --calib DATA (e.g. fashion-mnist:train)")
         if self.calib_size < 1:
             raise UsageError(f"--calib-size must be at least 1, got {self.calib_size}")
-        if (self.max_drop is None) != (self.val is None):
-            raise UsageError("--max-drop and --val go together: give both, or neither")
+        if self.max_drop is not None and self.val is None:
+            raise UsageError("--max-drop needs validation data: add --val DATA (e.g. fashion-mnist:test)")
         if self.max_drop is not None and self.max_drop < 0:
             raise UsageError(f"--max-drop is in percentage points and cannot be negative, got {self.max_drop}")
 
@@ -76,6 +77,7 @@ class QuantizeReport:
     ops: dict[str, int] = field(default_factory=dict)
     layers: list[dict[str, Any]] = field(default_factory=list)  # per quantized layer: SQNR against FP32
     layers_images: int = 0
+    layers_data: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -218,12 +220,35 @@ def _quantize_int8(inp: _Inputs, config: QuantizeConfig, report: QuantizeReport)
         return _qdq.write_qdq(inp.fp32, kept, thresholds, fp16_remainder=not config.fp32_remainder)
 
     model = rebuild(set())
-    if config.val is not None and config.max_drop is not None:
+    validator = _validator(inp, config) if config.val is not None else None
+    if validator is not None and config.max_drop is not None:
         if not thresholds:  # cpu target: the ranking still needs per-tensor ranges
             thresholds = _calib.calibrate(inp.fp32, tensors, batches, config.calib_method)
         model, report.fallback, report.budget = _meet_budget(
-            inp.fp32, model, units, thresholds, rebuild, config, _validator(inp, config))
+            inp.fp32, model, units, thresholds, rebuild, config, validator)
+    elif validator is not None:
+        top1, drop = validator.drop_pp(model)
+        report.budget = {"data": validator.data, "n": len(validator.labels), "fp32_top1": validator.fp32_top1,
+                         "top1": top1, "drop_pp": drop, "max_drop_pp": None}
+    _layer_report(inp, model, units, report, validator, [b[inp.name] for b in batches], config.layer_images)
     return model
+
+
+def _layer_report(inp: _Inputs, model: onnx.ModelProto, units: list[_qdq.Unit], report: QuantizeReport,
+                  validator: _Validator | None, calib: list[np.ndarray], images: int) -> None:
+    """Per-layer SQNR against FP32 on the first ``images`` validation images (else calibration images)."""
+    from ._sqnr import layer_sqnr
+
+    source = validator.xs if validator is not None else calib
+    batches, left = [], images
+    for x in source:
+        if left <= 0:
+            break
+        batches.append(x[:left])
+        left -= len(batches[-1])
+    report.layers = layer_sqnr(inp.fp32, model, units, batches, report.fallback)
+    report.layers_images = sum(len(b) for b in batches)
+    report.layers_data = validator.data if validator is not None else report.calib.get("data", "")
 
 
 def quantize(src: str | Path, output: str | Path, config: QuantizeConfig) -> QuantizeReport:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -162,12 +162,13 @@ def evaluate(
     data: str | Dataset,
     *,
     reference: Artifact | None = None,
-    backend: str = "auto",
+    backend: str | Sequence[str] = "auto",
     config: EvalConfig = EvalConfig(),
     trust_pickle: bool = False,
 ) -> EvalReport:
     """Top-1/top-5 of each artifact on ``data``, and its agreement with the FP32 reference
-    (default: the torch model named in the first artifact's metadata)."""
+    (default: the torch model named in the first artifact's metadata). ``backend`` is one name
+    for all, or one per artifact."""
     if not artifacts:
         raise UsageError("give at least one ARTIFACT to evaluate")
     start = time.perf_counter()
@@ -175,7 +176,10 @@ def evaluate(
     n = len(dataset) if config.limit is None else min(config.limit, len(dataset))
     reference = reference or artifacts[0].reference(trust_pickle=trust_pickle)
     ref_backend = "torch" if reference.kind == "model" else "ort-cpu"
-    planned = [(art, check_backend(art, backend)[0]) for art in artifacts]  # fail fast, before decoding
+    backends = [backend] * len(artifacts) if isinstance(backend, str) else list(backend)
+    if len(backends) != len(artifacts):
+        raise UsageError(f"give one backend per artifact ({len(artifacts)}), got {len(backends)}")
+    planned = [(art, check_backend(art, b)[0]) for art, b in zip(artifacts, backends, strict=True)]  # fail fast
     labels = dataset.labels[:n]
     with InputCache(dataset, np.arange(n), workers=config.workers or os.cpu_count() or 1) as inputs:
         with reference_logits_cache(reference, inputs, enabled=config.cache_reference) as cached:

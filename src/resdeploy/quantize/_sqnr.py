@@ -1,0 +1,81 @@
+"""Per-layer drift of an INT8 model: the SQNR of each quantized layer's output against the FP32
+model's same tensor, pooled over images (10 log10(sum ref^2 / sum (ref - int8)^2)), each ONNX
+node mapped back to the torch module it was exported from.
+
+The INT8 node's output is compared with the FP32 tensor of the same name: ONNX Runtime's CPU
+quantizer fuses a Conv's ReLU (its output is then the ReLU's tensor), and that is the tensor
+compared. Activations are streamed batch by batch, never all kept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+
+from .. import _onnx
+from ..export._modules import module_of, read_node_modules
+from ._qdq import Unit
+
+__all__ = ["layer_sqnr"]
+
+
+def _probe(model: onnx.ModelProto, tensors: Sequence[str]) -> Any:
+    """An ONNX Runtime session returning ``tensors`` (float32, as each layer's output is)."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    for name in tensors:
+        if name not in existing:
+            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return _onnx.session(probe)
+
+
+def layer_sqnr(
+    fp32: onnx.ModelProto,
+    int8: onnx.ModelProto,
+    units: Sequence[Unit],
+    batches: Iterable[np.ndarray],
+    fallback: Iterable[str] = (),
+) -> list[dict[str, Any]]:
+    """``[{"node", "module", "kind", "tensor", "sqnr_db", "fallback"}]`` in network order."""
+    by_name = {n.name: n for n in int8.graph.node}
+    fp32_tensors = {o for n in fp32.graph.node for o in n.output}
+    pairs = []  # (unit, tensor compared)
+    for u in units:
+        node = by_name.get(u.node)
+        if node is not None and node.output[0] in fp32_tensors:
+            pairs.append((u, node.output[0]))
+    tensors = list(dict.fromkeys(t for _, t in pairs))
+    ref_sess, q_sess = _probe(fp32, tensors), _probe(int8, tensors)
+    name = ref_sess.get_inputs()[0].name
+    signal = dict.fromkeys(tensors, 0.0)
+    noise = dict.fromkeys(tensors, 0.0)
+    for x in batches:
+        ref = dict(zip(tensors, ref_sess.run(tensors, {name: x}), strict=True))
+        got = dict(zip(tensors, q_sess.run(tensors, {name: x}), strict=True))
+        for t in tensors:
+            r = ref[t].astype(np.float64)
+            signal[t] += float(np.sum(r * r))
+            noise[t] += float(np.sum((r - got[t].astype(np.float64)) ** 2))
+    table = read_node_modules(_onnx.metadata(fp32))
+    inits = {t.name for t in fp32.graph.initializer}
+    fp32_nodes = {n.name: n for n in fp32.graph.node}
+    fell_back = set(fallback)
+    return [{
+        "node": u.node,
+        "module": module_of(fp32_nodes[u.node], table, inits),
+        "kind": u.kind,
+        "tensor": t,
+        "sqnr_db": round(_db(signal[t], noise[t]), 3),
+        "fallback": u.node in fell_back,
+    } for u, t in pairs]
+
+
+def _db(signal: float, noise: float) -> float:
+    if noise <= 0.0:
+        return 200.0  # identical: reported as 200 dB (JSON has no infinity)
+    return 10.0 * math.log10(max(signal, 1e-30) / noise)
