@@ -75,7 +75,7 @@ def _resdeploy_pool_qdq(fp32: Path, out: Path, calib: list[dict[str, np.ndarray]
     pools = [_qdq.Unit(n.name, "pool", n.input[0]) for n in model.graph.node
              if n.op_type in ("MaxPool", "GlobalAveragePool")]
     tensors = sorted({u.tensor for u in [*units, *pools]})
-    thresholds = _calib.calibrate(model, tensors, calib, "percentile")
+    thresholds = _calib.calibrate(model, tensors, calib, "mse")
     out.write_bytes(_onnx.serialize(_qdq.write_qdq(model, [*units, *pools], thresholds)))
 
 
@@ -101,7 +101,7 @@ def _variants(key: str, fp32: Path, out: Path, calib: list[dict[str, np.ndarray]
     path = out / f"{key}-resdeploy-tensorrt-pool-qdq.onnx"
     t0 = time.perf_counter()
     _resdeploy_pool_qdq(fp32, path, calib, key)
-    rows.append({"tool": "resdeploy", "setting": "tensorrt percentile + MaxPool/GAP Q/DQ", "path": path,
+    rows.append({"tool": "resdeploy", "setting": "tensorrt mse + MaxPool/GAP Q/DQ", "path": path,
                  "seconds": time.perf_counter() - t0})
     for tool, setting in PEERS if peers_python else []:
         path = out / f"{key}-{tool}-{setting}.onnx"

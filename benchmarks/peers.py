@@ -21,6 +21,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,10 +57,12 @@ for b in (int(x) for x in batches.split(",")):
     for _ in range(iters):
         t = time.perf_counter(); req.infer({0: x}); samples.append((time.perf_counter() - t) * 1e3)
     lat[b] = float(np.median(samples))
-test = load_dataset("fashion-mnist:test")
-preds = [np.asarray(req.infer({0: x})[compiled.outputs[0]]).argmax(1)
-         for x, _ in test.batches(pre, 250, np.arange(min(limit, len(test))))]
-print(json.dumps({"latency": lat, "pred": np.concatenate(preds).tolist()}))
+preds = []
+if limit:
+    test = load_dataset("fashion-mnist:test")
+    preds = np.concatenate([np.asarray(req.infer({0: x})[compiled.outputs[0]]).argmax(1)
+                            for x, _ in test.batches(pre, 250, np.arange(min(limit, len(test))))]).tolist()
+print(json.dumps({"latency": lat, "pred": preds}))
 """
 
 
@@ -107,13 +110,12 @@ def _ov_default(path: Path, iters: int, limit: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _alternated(pairs: dict[str, tuple[Path, str]], cfg: BenchConfig, rounds: int) -> dict[str, dict[int, float]]:
+def _alternated(runners: dict[str, Callable[[], dict[int, float]]], rounds: int) -> dict[str, dict[int, float]]:
     """Median p50 per batch over ``rounds`` alternated rounds (each run alone in its process)."""
-    seen: dict[str, list[dict[int, float]]] = {k: [] for k in pairs}
+    seen: dict[str, list[dict[int, float]]] = {k: [] for k in runners}
     for r in range(rounds):
-        for name in (list(pairs) if r % 2 == 0 else list(pairs)[::-1]):
-            path, backend = pairs[name]
-            seen[name].append(_p50(path, backend, cfg))
+        for name in (list(runners) if r % 2 == 0 else list(runners)[::-1]):
+            seen[name].append(runners[name]())
     return {k: {b: float(np.median([s[b] for s in v])) for b in (1, 8)} for k, v in seen.items()}
 
 
@@ -164,22 +166,28 @@ def run_model(key: str, out: Path, cfg: BenchConfig, rounds: int, peers_python: 
 
 def _head_to_head(spec: str, paths: dict[str, tuple[Path, float]], by: dict, cfg: BenchConfig, rounds: int,
                   limit: int) -> list[dict]:
-    """NNCF + OpenVINO at its fastest (OpenVINO's defaults or ov-cpu's settings) against resdeploy's
-    cpu profile on its fastest CPU backend, in alternated rounds."""
+    """NNCF + OpenVINO at its fastest (OpenVINO's defaults, or ov-cpu's settings) against resdeploy's
+    cpu profile on its fastest CPU backend (ort-cpu or ov-cpu), all four timed in alternated rounds."""
     nncf_path, nncf_s = paths["nncf"]
-    ours = min(("ort-cpu", "ov-cpu"), key=lambda b: _p50(paths["int8-cpu"][0], b, cfg)[1])
-    med = _alternated({"resdeploy": (paths["int8-cpu"][0], ours), "nncf": (nncf_path, "ov-cpu")}, cfg, rounds)
-    ov_default = _ov_default(nncf_path, cfg.iters, limit)["latency"]
-    nncf_lat = {b: min(med["nncf"][b], ov_default[str(b)]) for b in (1, 8)}
-    nncf_acc, our_acc = by[(str(nncf_path), "ov-cpu")], by[(str(paths["int8-cpu"][0]), ours)]
+    ours_path = paths["int8-cpu"][0]
+    med = _alternated({
+        "resdeploy ort-cpu": lambda: _p50(ours_path, "ort-cpu", cfg),
+        "resdeploy ov-cpu": lambda: _p50(ours_path, "ov-cpu", cfg),
+        "nncf ov-cpu": lambda: _p50(nncf_path, "ov-cpu", cfg),
+        "nncf openvino defaults": lambda: {int(b): v for b, v in _ov_default(nncf_path, cfg.iters, 0)["latency"].items()},
+    }, rounds)
+    ours = min(("ort-cpu", "ov-cpu"), key=lambda b: med[f"resdeploy {b}"][1])
+    nncf_lat = {b: min(med["nncf ov-cpu"][b], med["nncf openvino defaults"][b]) for b in (1, 8)}
+    our_lat = med[f"resdeploy {ours}"]
+    nncf_acc, our_acc = by[(str(nncf_path), "ov-cpu")], by[(str(ours_path), ours)]
     return [
-        {"model": spec, "runtime": "NNCF INT8 + OpenVINO (its fastest settings)", "p50_b1": nncf_lat[1],
-         "p50_b8": nncf_lat[8], "top1": nncf_acc.top1, "agreement": nncf_acc.agreement_top1, "n": limit,
-         "quantize_s": round(nncf_s, 1), "head_to_head": True},
-        {"model": spec, "runtime": f"resdeploy INT8 cpu profile on {ours} (alternated rounds)", "p50_b1": med["resdeploy"][1],
-         "p50_b8": med["resdeploy"][8], "top1": our_acc.top1, "agreement": our_acc.agreement_top1, "n": limit,
-         "quantize_s": round(paths["int8-cpu"][1], 1), "head_to_head": True,
-         "ratio_vs_nncf": {b: med["resdeploy"][b] / nncf_lat[b] for b in (1, 8)}},
+        {"model": spec, "runtime": "NNCF INT8 + OpenVINO (its fastest settings, alternated rounds)",
+         "p50_b1": nncf_lat[1], "p50_b8": nncf_lat[8], "top1": nncf_acc.top1, "agreement": nncf_acc.agreement_top1,
+         "n": limit, "quantize_s": round(nncf_s, 1), "rounds": med},
+        {"model": spec, "runtime": f"resdeploy INT8 cpu profile on {ours} (alternated rounds)", "p50_b1": our_lat[1],
+         "p50_b8": our_lat[8], "top1": our_acc.top1, "agreement": our_acc.agreement_top1, "n": limit,
+         "quantize_s": round(paths["int8-cpu"][1], 1),
+         "ratio_vs_nncf": {b: our_lat[b] / nncf_lat[b] for b in (1, 8)}},
     ]
 
 

@@ -401,7 +401,8 @@ def _add_quantize(sub: Sub) -> None:
     p.add_argument("--calib", metavar="DATA", help="calibration data (required for int8), e.g. fashion-mnist:train")
     p.add_argument("--calib-size", type=_positive_int, default=_default(QuantizeConfig, "calib_size"), help="images, spread over classes")
     p.add_argument("--calib-method", default=_default(QuantizeConfig, "calib_method"), choices=CALIB_METHODS,
-                   help="activation threshold: percentile 99.99%%, TensorRT's entropy (KL), minmax or mse")
+                   help="activation threshold: mse (the clip minimising the quantization error), percentile 99.99%%, "
+                        "TensorRT's entropy (KL) or minmax")
     p.add_argument("--seed", type=int, default=_default(QuantizeConfig, "seed"), help="calibration image selection")
     p.add_argument("--val", metavar="DATA", help="validation data for --max-drop and the per-layer report")
     p.add_argument("--max-drop", type=float, metavar="PP", help="largest top-1 drop allowed, in percentage points")

@@ -70,7 +70,7 @@ class ZooEntry:
 ZOO = {
     "fashion-resnet18": ZooEntry("torchvision resnet18(num_classes=10), Fashion-MNIST, 3x32x32", Recipe(), 3),
     "fashion-resnet50": ZooEntry("torchvision resnet50(num_classes=10), Fashion-MNIST, 3x32x32",
-                                 Recipe(arch="resnet50"), 9),
+                                 Recipe(arch="resnet50"), 15),
 }
 
 

@@ -38,6 +38,13 @@ def test_report_has_the_contract_keys(demo_run) -> None:
     assert "--stronglyTyped" in (out / "trtexec.sh").read_text()
     md = (out / "report.md").read_text()
     assert md.splitlines()[0].startswith("# resdeploy report") and "| int8-tensorrt |" in md
+    for v in report["variants"]:
+        lo, hi = v["accuracy"]["top1_ci95"]
+        assert lo <= v["accuracy"]["top1"] <= hi
+        if v["backend"] != "torch":
+            assert 0.0 <= v["accuracy"]["drop_p_value"] <= 1.0
+    assert "distinguishable from zero" in md and "drift most from FP32" in md
+    assert len(report["quantize"]["int8-tensorrt"]["layers"]) == 28
 
 
 def test_manifest_lists_every_file_with_its_hash(demo_run) -> None:
@@ -58,7 +65,7 @@ def test_manifest_lists_every_file_with_its_hash(demo_run) -> None:
 
 def test_plots_are_real_pngs(demo_run) -> None:
     out, _, _, _ = demo_run
-    for name in ("latency_by_batch.png", "accuracy_vs_latency.png"):
+    for name in ("latency_by_batch.png", "accuracy_vs_latency.png", "layer_sqnr.png"):
         with Image.open(out / "plots" / name) as im:
             assert im.format == "PNG" and im.size[0] >= 800 and im.size[1] >= 500
             assert len(im.convert("L").getcolors(256) or []) > 20, "more than a blank canvas"

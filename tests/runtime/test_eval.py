@@ -12,6 +12,7 @@ from PIL import Image
 
 from resdeploy.data import load_dataset
 from resdeploy.models import load_model
+from resdeploy.runtime import Artifact, evaluate
 
 from ..conftest import assert_clean_error, zoo_torch_top1
 
@@ -96,3 +97,20 @@ def test_eval_unknown_data_spec(zoo_onnx: Path, run_cli) -> None:
 
 def test_eval_backend_not_installed(zoo_onnx: Path, run_cli) -> None:
     assert_clean_error(run_cli("eval", zoo_onnx, "--data", "fashion-mnist:test", "--backend", "ort-cuda"), 2, "unavailable")
+
+
+def test_openvino_and_onnxruntime_agree_on_the_int8_demo(zoo_onnx: Path, tmp_path: Path) -> None:
+    """ov-cpu runs resdeploy's INT8 with OpenVINO's kernels: on all 10,000 demo test images its
+    top-1 matches ONNX Runtime's on at least 99.5 % (measured: see README)."""
+    pytest.importorskip("openvino", reason="OpenVINO is an optional extra: pip install 'resdeploy[openvino]'")
+    from resdeploy.quantize import QuantizeConfig, quantize
+
+    int8 = tmp_path / "int8-cpu.onnx"
+    quantize(zoo_onnx, int8, QuantizeConfig(precision="int8", target="cpu", calib="fashion-mnist:train"))
+    art = Artifact.resolve(str(int8))
+    report = evaluate([art, art], "fashion-mnist:test", backend=["ort-cpu", "ov-cpu"])
+    ort, ov = report.results
+    assert (ort.backend, ov.backend) == ("ort-cpu", "ov-cpu") and ov.n == 10_000
+    assert ort.predictions is not None and ov.predictions is not None
+    assert float(np.mean(ort.predictions == ov.predictions)) >= 0.995
+    assert abs(ov.top1 - ort.top1) <= 0.005

@@ -54,7 +54,11 @@ def test_verify_passes_every_bundled_variant(bundle: Path, tmp_path: Path, run_c
     for x in data["results"]:
         assert set(x) >= {"artifact", "variant", "backend", "n", "agreement_expected", "agreement_reference", "top1",
                           "max_abs_err_expected", "passed", "first_divergent"}
-        assert x["passed"] and x["agreement_expected"] == 1.0 and x["first_divergent"] is None and x["n"] == 256
+        assert x["passed"] and x["first_divergent"] is None and x["n"] == 256
+        if x["backend"] == "ort-cpu":  # the runtime the expected outputs came from
+            assert x["agreement_expected"] == 1.0 and x["max_abs_err_expected"] == 0.0
+        else:  # OpenVINO's kernels: within the variant's tolerance
+            assert x["agreement_expected"] >= x["tolerance"]["min_agreement"]
 
 
 def _perturb_conv(src: Path, dest: Path, scope: str) -> str:

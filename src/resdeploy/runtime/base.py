@@ -130,6 +130,7 @@ class Backend(ABC):
     kinds: ClassVar[tuple[str, ...]]  # artifact kinds it runs: "onnx", "plan", "model"
     device: ClassVar[str] = "cpu"
     summary: ClassVar[str] = ""
+    order: ClassVar[int] = 50  # where it is listed: references, then ONNX Runtime, OpenVINO, TensorRT
 
     def unavailable_reason(self) -> str | None:
         """None when usable here; otherwise one sentence saying what is missing and how to get it."""

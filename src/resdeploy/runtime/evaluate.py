@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -69,9 +69,10 @@ class EvalResult:
     drop_p_value: float = 1.0
     drop_words: str = ""
     images_per_second: float = 0.0
+    predictions: np.ndarray | None = field(default=None, repr=False)  # top-1 class per image (not in JSON)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {k: v for k, v in asdict(self).items() if k != "predictions"}
         d["top1_ci95"] = list(self.top1_ci95)
         return d
 
@@ -147,6 +148,7 @@ def _result(art: Artifact, backend: str, logits: np.ndarray, ref_logits: np.ndar
         max_abs_logit_err=float(err.max()), mean_abs_logit_err=float(err.mean()), seconds=round(seconds, 3),
         top1_ci95=wilson_interval(int(correct.sum()), n), drop_pp=drop.drop_pp, drop_p_value=drop.p_value,
         drop_words=drop.words(), images_per_second=round(n / max(seconds, 1e-9), 1),
+        predictions=logits.argmax(1),
     )
 
 

@@ -73,6 +73,7 @@ class OpenVinoSession(Session):
 @register_backend
 class OpenVinoBackend(Backend):
     name = "ov-cpu"
+    order = 30
     kinds = ("onnx",)
     summary = "OpenVINO on the CPU (pip install 'resdeploy[openvino]')"
 

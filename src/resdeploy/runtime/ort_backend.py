@@ -78,12 +78,14 @@ class OrtBackend(Backend):
 @register_backend
 class OrtCpuBackend(OrtBackend):
     name = "ort-cpu"
+    order = 20
     summary = "ONNX Runtime on the CPU"
 
 
 @register_backend
 class OrtCudaBackend(OrtBackend):
     name = "ort-cuda"
+    order = 21
     summary = "ONNX Runtime's CUDA provider (onnxruntime-gpu)"
     provider = "CUDAExecutionProvider"
     device = "cuda"
@@ -97,6 +99,7 @@ class OrtTrtBackend(OrtBackend):
     """TensorRT through ONNX Runtime: engines and timing caches kept in ``cache_dir``."""
 
     name = "ort-trt"
+    order = 22
     summary = "ONNX Runtime's TensorRT provider"
     provider = "TensorrtExecutionProvider"
     device = "cuda"

@@ -36,19 +36,20 @@ def register_backend(cls: B) -> B:
 
 
 def backend_names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+    return tuple(sorted(_REGISTRY, key=lambda n: (_REGISTRY[n].order, n)))
 
 
 def backend_help() -> str:
     """One line per backend for ``--help``: what it runs and on what."""
     kinds = {"onnx": ".onnx", "plan": ".plan", "model": "MODEL"}
-    return "; ".join(f"{n}: {c.summary} ({'/'.join(kinds[k] for k in c.kinds)})" for n, c in _REGISTRY.items())
+    return "; ".join(f"{n}: {_REGISTRY[n].summary} ({'/'.join(kinds[k] for k in _REGISTRY[n].kinds)})"
+                     for n in backend_names())
 
 
 def get_backend(name: str) -> Backend:
     cls = _REGISTRY.get(name)
     if cls is None:
-        raise UsageError(f"unknown backend {name!r}; choose from auto, {', '.join(_REGISTRY)}")
+        raise UsageError(f"unknown backend {name!r}; choose from auto, {', '.join(backend_names())}")
     return cls()
 
 

@@ -278,6 +278,7 @@ def open_plan(artifact: Artifact, options: BackendOptions, make_ops: Callable[[]
 @register_backend
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    order = 40
     kinds = ("plan",)
     device = "cuda"
     summary = "a TensorRT .plan with execute_async_v3 (never run in this project)"

@@ -52,6 +52,7 @@ class TorchSession(Session):
 @register_backend
 class TorchBackend(Backend):
     name = "torch"
+    order = 10
     kinds = ("model",)
     summary = "torch eager FP32 on the CPU, the reference"
 
@@ -75,6 +76,7 @@ class TorchBackend(Backend):
 @register_backend
 class TorchCudaBackend(TorchBackend):
     name = "torch-cuda"
+    order = 11
     device = "cuda"
     summary = "torch eager FP32 on a CUDA GPU, TF32 off"
 

@@ -190,9 +190,10 @@ def plan_divergence(plan: Artifact, reference: Path, x: np.ndarray, tolerance: f
 
     record = plan.record or {}
     shape = next(iter(record.get("profile", {}).values()), {"min": [1], "opt": [1], "max": [len(x)]})
-    x = x[: shape["max"][0]]
-    config = BuildConfig(min_batch=shape["min"][0], opt_batch=min(shape["opt"][0], len(x)), max_batch=shape["max"][0],
-                         dla_core=record.get("dla_core"), debug_tensors=True)
+    lo, hi = shape["min"][0], shape["max"][0]
+    x = np.concatenate([x] * -(-lo // len(x)))[: max(lo, min(len(x), hi))]  # within the plan's profile
+    config = BuildConfig(min_batch=lo, opt_batch=len(x), max_batch=hi, dla_core=record.get("dla_core"),
+                         debug_tensors=True)
     with tempfile.TemporaryDirectory(prefix="resdeploy-debug-") as tmp:
         debug_plan = Path(tmp) / "debug.plan"
         build_engine(reference, debug_plan, config)
