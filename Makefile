@@ -24,7 +24,7 @@ PEERS_VENV ?= .venv-peers
 PEERS := nvidia-modelopt==0.47.0 'onnx~=1.21.0' onnx-graphsurgeon polygraphy 'onnxconverter-common~=1.16.0' \
 	onnxslim ml_dtypes lief cppimport onnxscript 'onnxruntime~=1.24.2' nncf openvino
 
-.PHONY: setup data demo test test-oldest lint typecheck-trt peers-venv clean
+.PHONY: setup data demo test test-oldest lint bad-inputs typecheck-trt peers-venv clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,9 @@ lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks tools
 	$(VENV)/bin/mypy src/resdeploy
 	$(VENV)/bin/vermin -t=3.10- --violations --no-tips --eval-annotations src/resdeploy tests benchmarks tools
+
+bad-inputs: setup
+	$(PY) tools/bad_inputs.py
 
 $(PEERS_VENV)/.ready:
 	$(PYTHON) -m venv $(PEERS_VENV)

@@ -193,12 +193,12 @@ def _head_to_head(spec: str, paths: dict[str, tuple[Path, float]], by: dict, cfg
 
 def _print(rows: list[dict], env: dict) -> None:
     print(f"\n{env['cpu']}, {env['cores']} cores; each runtime timed alone in its own process; p50 latency")
-    print(f"{'model':22} {'runtime':52} {'b1 ms':>8} {'b8 ms':>8} {'x torch':>8} {'top-1 %':>8} {'agree %':>8}")
+    print(f"{'model':22} {'runtime':62} {'b1 ms':>8} {'b8 ms':>8} {'x torch':>8} {'top-1 %':>8} {'agree %':>8}")
     torch_b1 = {r["model"]: r["p50_b1"] for r in rows if r["runtime"] == "torch eager FP32"}
     for r in rows:
         top1 = f"{100 * r['top1']:.2f}" if r["model"].startswith("zoo:") else "n/a"
         agree = f"{100 * r['agreement']:.2f}" if r.get("agreement") is not None else "-"
-        print(f"{r['model']:22} {r['runtime']:52} {r['p50_b1']:8.2f} {r['p50_b8']:8.2f} "
+        print(f"{r['model']:22} {r['runtime']:62} {r['p50_b1']:8.2f} {r['p50_b8']:8.2f} "
               f"{torch_b1[r['model']] / r['p50_b1']:8.1f} {top1:>8} {agree:>8}")
     for r in rows:
         if "ratio_vs_nncf" in r:

@@ -41,7 +41,9 @@ _DISK_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk
 
 def disk_error(exc: OSError, path: Path | str) -> UsageError:
     reason = _DISK_ERRORS.get(exc.errno or 0, exc.strerror or str(exc))
-    return UsageError(f"cannot write {path}: {reason}; free space or choose another output path")
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    fix = "free space or choose another output path" if full else "choose another output path"
+    return UsageError(f"cannot write {path}: {reason}; {fix}")
 
 
 def check_writable(path: str | os.PathLike[str]) -> Path:

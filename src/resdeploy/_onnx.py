@@ -72,6 +72,8 @@ def load(path: str | os.PathLike[str]) -> onnx.ModelProto:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:
         raise UsageError(f"{p} is not a readable ONNX model ({type(exc).__name__}); re-export it") from exc
+    if not model.graph.node:
+        raise UsageError(f"{p} holds no ONNX graph ({p.stat().st_size} bytes); re-export it")
     if _external_locations(model):
         check_external_data(model, p)
         load_external_data_for_model(model, str(p.resolve().parent))
