@@ -142,12 +142,11 @@ def _on_fake_device(monkeypatch, version: str, **fake_options):
     return trt
 
 
-def _device_plan(bundle: Path, tmp_path: Path) -> Path:
+def _device_plan(bundle: Path, tmp_path: Path, profile: tuple[int, int, int] = (1, 8, 32)) -> Path:
     from resdeploy.engine import BuildConfig, build_engine
 
     plan = tmp_path / "device.plan"
-    build_engine(next(bundle.glob("*-int8-tensorrt.onnx")), plan, BuildConfig(min_batch=1, opt_batch=8, max_batch=32),
-                 device=DEVICE)
+    build_engine(next(bundle.glob("*-int8-tensorrt.onnx")), plan, BuildConfig(*profile), device=DEVICE)
     return plan
 
 
@@ -159,6 +158,22 @@ def test_a_plan_that_computes_the_variant_passes(bundle: Path, tmp_path: Path, m
     assert r.code == 0, r.err
     (res,) = json.loads(out.read_text())["results"]
     assert res["variant"] == "int8-tensorrt" and res["backend"] == "tensorrt", "matched by the plan's source sha256"
+
+
+def test_a_plan_with_a_narrow_profile_is_fed_batches_it_accepts(bundle: Path, tmp_path: Path, monkeypatch,
+                                                                 run_cli) -> None:
+    """256 golden images through a plan built for batches 5..6 (the fake refuses any other shape,
+    as TensorRT's set_input_shape does): calls of 6, the last short one padded to 5."""
+    trt = _on_fake_device(monkeypatch, "10.13.3.9")
+    plan = _device_plan(bundle, tmp_path, (5, 6, 6))
+    r = run_cli("verify", bundle, plan)
+    assert r.code == 0, r.err
+    shapes = {c[2][0] for c in trt.calls if c[0] == "context.set_input_shape"}
+    assert shapes == {5, 6}, shapes
+    r = run_cli("eval", plan, "--data", "fashion-mnist:test", "--limit", "40", "--eval-batch", "250")
+    assert r.code == 0, r.err
+    r = run_cli("bench", plan, "--batch", "1,6", "--in-process")
+    assert_clean_error(r, 2, "runs batches 5 to 6", "--min-batch")
 
 
 def test_a_faulty_plan_is_traced_to_its_layer_with_debug_tensors(bundle: Path, tmp_path: Path, monkeypatch,

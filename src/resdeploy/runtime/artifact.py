@@ -48,6 +48,16 @@ class Artifact:
         parsed = parse_model_spec(text)  # one grammar for every MODEL spec; unknown ones fail here
         return cls(text, "model", parsed.path, {}, "fp32", None, dict(model_options))
 
+    def batch_range(self) -> tuple[int, int | None]:
+        """Smallest and largest batch it runs: a static ONNX's own, a plan's optimisation profile
+        (from its build record), else (1, None)."""
+        if self.batch:
+            return self.batch, self.batch
+        profile = next(iter(((self.record or {}).get("profile") or {}).values()), None)
+        if profile:
+            return int(profile["min"][0]), int(profile["max"][0])
+        return 1, None
+
     @property
     def name(self) -> str:
         return self.path.name if self.path is not None else self.text

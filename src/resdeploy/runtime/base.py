@@ -98,6 +98,20 @@ class Session(ABC):
         self.check_feed(feed)
         return self.timed_impl(feed)
 
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """The first output for ``x`` of any length, in calls the artifact accepts: at most its
+        largest batch (a plan's profile, a static ONNX's batch), short calls padded to its smallest."""
+        lo, hi = self.artifact.batch_range()
+        step = hi or len(x)
+        outs = []
+        for start in range(0, len(x), step):
+            part = x[start : start + step]
+            pad = max(0, lo - len(part))
+            if pad:
+                part = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)])
+            outs.append(self.infer({self.input_name: part})[self.output_names[0]][: len(part) - pad])
+        return np.concatenate(outs)
+
     @abstractmethod
     def infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 

@@ -25,7 +25,7 @@ from ..preprocess import Preprocess
 from ..stats import paired_drop, wilson_interval
 from ._inputs import InputCache, reference_logits_cache
 from .artifact import Artifact
-from .base import BackendOptions, Session
+from .base import BackendOptions
 from .registry import check_backend, open_session
 
 log = logging.getLogger(__name__)
@@ -95,19 +95,6 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float(np.mean(np.any(top == labels[:, None], axis=1)))
 
 
-def _run(session: Session, x: np.ndarray, static_batch: int | None) -> np.ndarray:
-    if static_batch is None or static_batch == len(x):
-        return next(iter(session.infer({session.input_name: x}).values()))
-    outs = []
-    for start in range(0, len(x), static_batch):
-        part = x[start : start + static_batch]
-        pad = static_batch - len(part)
-        if pad:
-            part = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)])
-        outs.append(next(iter(session.infer({session.input_name: part}).values()))[: static_batch - pad])
-    return np.concatenate(outs)
-
-
 def _batches(inputs: InputCache, pre: Preprocess, batch_size: int) -> Iterator[np.ndarray]:
     for start in range(0, inputs.n, batch_size):
         x = inputs.take(pre, start, start + batch_size)
@@ -121,12 +108,12 @@ def predict(artifact: Artifact, backend: str, inputs: InputCache, config: EvalCo
     inputs.prepare(pre)
     seconds = 0.0
     out: list[np.ndarray] = []
-    batch_hint = artifact.batch or config.batch_size
+    batch_hint = min(config.batch_size, artifact.batch_range()[1] or config.batch_size)
     with open_session(artifact, backend, BackendOptions(threads=config.threads, batch_hint=batch_hint)) as session:
         with _progress.counter(inputs.n, desc=f"eval {artifact.name} on {backend}", unit="img") as advance:
             for x in _batches(inputs, pre, config.batch_size):
                 t0 = time.perf_counter()
-                out.append(np.asarray(_run(session, x, artifact.batch), dtype=np.float32))
+                out.append(np.asarray(session.logits(x), dtype=np.float32))
                 seconds += time.perf_counter() - t0
                 advance(len(x))
     logits = np.concatenate(out)

@@ -189,8 +189,8 @@ def plan_divergence(plan: Artifact, reference: Path, x: np.ndarray, tolerance: f
     from ..engine import BuildConfig, build_engine
 
     record = plan.record or {}
-    shape = next(iter(record.get("profile", {}).values()), {"min": [1], "opt": [1], "max": [len(x)]})
-    lo, hi = shape["min"][0], shape["max"][0]
+    lo, top = plan.batch_range()
+    hi = top or len(x)
     x = np.concatenate([x] * -(-lo // len(x)))[: max(lo, min(len(x), hi))]  # within the plan's profile
     config = BuildConfig(min_batch=lo, opt_batch=len(x), max_batch=hi, dla_core=record.get("dla_core"),
                          debug_tensors=True)
@@ -211,16 +211,10 @@ def plan_divergence(plan: Artifact, reference: Path, x: np.ndarray, tolerance: f
 
 
 def _logits(art: Artifact, backend: str, x: np.ndarray) -> np.ndarray:
-    batch = art.batch or 32
+    lo, hi = art.batch_range()
+    batch = max(lo, min(32, hi or 32))
     with open_session(art, backend, BackendOptions(batch_hint=batch)) as s:
-        outs = []
-        for i in range(0, len(x), batch):
-            part = x[i:i + batch]
-            pad = batch - len(part) if art.batch else 0
-            if pad:
-                part = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)])
-            outs.append(s.infer({s.input_name: part})[s.output_names[0]][: len(part) - pad])
-    return np.concatenate(outs).astype(np.float32)
+        return np.concatenate([s.logits(x[i:i + batch]) for i in range(0, len(x), batch)]).astype(np.float32)
 
 
 def _claimed_variant(bundle: Bundle, art: Artifact, name: str | None) -> BundleVariant:
