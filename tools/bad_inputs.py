@@ -262,7 +262,9 @@ def _read(path: Path) -> str:
 
 def _run_case(case: Case) -> tuple[int, str]:
     cmd = [sys.executable, "-m", "resdeploy", *case.argv]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal leaves it (a background job of a non-interactive shell inherits it ignored)
+    reset = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if case.interrupt_when else None
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=reset)
     if case.interrupt_when is not None:
         deadline = time.time() + 600
         while "export" not in _read(case.interrupt_when) and proc.poll() is None and time.time() < deadline:

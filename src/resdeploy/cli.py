@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .errors import ResdeployError, UsageError
+from .errors import ResdeployError, UsageError, environment_error
 
 log = logging.getLogger("resdeploy")
 
@@ -571,6 +571,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
+        known = environment_error(exc)
+        if known is not None:
+            sys.stderr.write(f"error: {known}\n")
+            return known.exit_code
         first = str(exc).splitlines()[0] if str(exc) else ""
         sys.stderr.write(f"error: unexpected {type(exc).__name__}: {first[:300]}; rerun with --debug and report it\n")
         return 1

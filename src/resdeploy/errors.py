@@ -18,6 +18,7 @@ __all__ = [
     "StageError",
     "UsageError",
     "VerificationError",
+    "environment_error",
     "from_payload",
     "to_payload",
 ]
@@ -65,6 +66,21 @@ class QuantizeError(StageError):
 
 class BuildError(StageError):
     """A TensorRT engine build failed."""
+
+
+# Failures that come from the installed stack, not from resdeploy or its input: text they carry -> fix.
+_NUMPY_ABI = ("compiled using NumPy 1.x", "Numpy is not available", "_ARRAY_API not found")
+
+
+def environment_error(exc: BaseException) -> UsageError | None:
+    """A one-line cause and fix for a known mismatch of installed packages, else None."""
+    text = f"{exc} {exc.__cause__ or ''}"
+    if any(s in text for s in _NUMPY_ABI):
+        import numpy
+
+        return UsageError(f"a compiled package (often NVIDIA's Jetson torch or torchvision wheel) was built against "
+                          f"NumPy 1.x but NumPy {numpy.__version__} is installed; pip install 'numpy<2'")
+    return None
 
 
 def to_payload(exc: ResdeployError) -> dict[str, str | int]:

@@ -32,9 +32,16 @@ def _stages(out: Path) -> dict:
         return {}
 
 
+def _default_sigint() -> None:
+    # A job started in the background by a non-interactive shell (CI runners, `nohup ... &`)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler: give the
+    # child the disposition a terminal gives it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(out: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "resdeploy", "run", *SMALL, "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
 
 def _stop_after_export(proc: subprocess.Popen, out: Path, sig: int) -> tuple[int, str]:
