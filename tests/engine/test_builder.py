@@ -262,6 +262,22 @@ def test_build_without_tensorrt(onnx_by_precision, tmp_path, run_cli) -> None:
     assert not out.exists() and not (tmp_path / "r.plan.json").exists()
 
 
+@pytest.mark.parametrize("python, needle", [("same", "--system-site-packages"), ("3.8", "for Python 3.8")])
+def test_jetpack_bindings_this_python_cannot_import_are_explained(onnx_by_precision, tmp_path, run_cli, monkeypatch,
+                                                                  python, needle) -> None:
+    """JetPack installs TensorRT's bindings for the system Python only (python3-libnvinfer)."""
+    import sys
+
+    import resdeploy._tensorrt as probe
+
+    version = f"{sys.version_info.major}.{sys.version_info.minor}" if python == "same" else python
+    site = tmp_path / "usr" / "lib" / f"python{version}" / "dist-packages" / "tensorrt"
+    site.mkdir(parents=True)
+    monkeypatch.setattr(probe, "SYSTEM_SITE", (str(tmp_path / "usr/lib/python3*/dist-packages/tensorrt"),))
+    r = run_cli("build", onnx_by_precision["fp32"], "-o", tmp_path / "r.plan")
+    assert_clean_error(r, 2, needle, str(site))
+
+
 def trtexec(run_cli, onnx: Path, *extra: str) -> list[str]:
     r = run_cli("build", onnx, "-o", "m.plan", "--print-trtexec", *extra)
     assert r.code == 0, r.err

@@ -101,10 +101,17 @@ def test_int8_tensorrt_accuracy(int8_trt: Path, fp32_eval) -> None:
 
 
 def test_int8_budget_with_fallback(zoo_onnx: Path, tmp_path: Path, run_cli) -> None:
-    # Deliberately poor calibration (few images, minmax) and a zero budget, so layers must fall back.
+    # Deliberately wrong calibration (real images at half contrast: every range too small, about
+    # 2 pp lost on any stack) and a zero budget, so layers must fall back.
+    from resdeploy.data import load_dataset
+    from resdeploy.runtime import Artifact
+
+    train = load_dataset("fashion-mnist:train")
+    x = train.take(np.arange(64), Artifact.resolve(str(zoo_onnx)).preprocess())
+    np.savez(tmp_path / "dim.npz", x=(0.5 * x).astype(np.float32), y=train.labels[:64])
     out = tmp_path / "b.onnx"
-    r = run_cli("quantize", zoo_onnx, "-o", out, "--precision", "int8", "--calib", "fashion-mnist:train",
-                "--calib-size", "32", "--calib-method", "minmax", "--val", "fashion-mnist:test", "--max-drop", "0",
+    r = run_cli("quantize", zoo_onnx, "-o", out, "--precision", "int8", "--calib", tmp_path / "dim.npz",
+                "--calib-size", "64", "--calib-method", "minmax", "--val", "fashion-mnist:test", "--max-drop", "0",
                 "--val-limit", "2000", "--fp32-remainder")
     assert r.code == 0, r.err
     report = json.loads((tmp_path / "b.quant.json").read_text())

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__, _io, _onnx
-from .._tensorrt import INSTALL_HINT, cuda_device, import_tensorrt
+from .._tensorrt import cuda_device, import_tensorrt, install_hint
 from ..errors import BackendUnavailableError, BuildError, UsageError
 from .recipe import BuildConfig, Recipe, choose_recipe, profile_shapes
 from .record import RECORD_SCHEMA, record_path
@@ -212,7 +212,7 @@ def build_engine(
     out = _io.check_writable(plan_path)
     info = inspect_onnx(onnx_path)
     if import_tensorrt() is None:
-        raise BackendUnavailableError(f"{INSTALL_HINT}; or print the equivalent trtexec command with --print-trtexec")
+        raise BackendUnavailableError(f"{install_hint()}; or print the equivalent trtexec command with --print-trtexec")
     import tensorrt as trt
 
     device = device or cuda_device()
