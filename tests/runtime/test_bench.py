@@ -27,9 +27,11 @@ def test_bench_json_and_independent_timing(zoo_onnx: Path, tmp_path: Path, run_c
         assert res["backend"] == "ort-cpu" and res["precision"] == "fp32"
         assert res["throughput_ips"] > 0
 
-    # An independent loop over the same ONNX, in this session (default threads, like bench).
+    # An independent loop over the same ONNX, in this session (default threads, like bench), at
+    # batch 8: at batch 1 a call takes under a millisecond on 2 cores and thread wake-ups alone
+    # moved the median by 40 % between runs.
     sess = ort.InferenceSession(str(zoo_onnx), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
     for _ in range(20):
         sess.run(None, {"input": x})
     samples = []
@@ -39,7 +41,7 @@ def test_bench_json_and_independent_timing(zoo_onnx: Path, tmp_path: Path, run_c
         samples.append((time.perf_counter() - t) * 1e3)
     del sess
     independent = float(np.median(samples))
-    reported = data["results"][0]["latency_ms"]["p50"]
+    reported = data["results"][1]["latency_ms"]["p50"]
     assert abs(reported - independent) <= 0.25 * independent, (reported, independent)
 
 
