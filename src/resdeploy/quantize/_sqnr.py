@@ -2,9 +2,12 @@
 model's same tensor, pooled over images (10 log10(sum ref^2 / sum (ref - int8)^2)), each ONNX
 node mapped back to the torch module it was exported from.
 
-The INT8 node's output is compared with the FP32 tensor of the same name: ONNX Runtime's CPU
-quantizer fuses a Conv's ReLU (its output is then the ReLU's tensor), and that is the tensor
-compared. Activations are streamed batch by batch, never all kept.
+The INT8 node's output is compared with the FP32 tensor of the same name, as the next layer sees
+it: where that output is quantized (QuantizeLinear -> DequantizeLinear), the DequantizeLinear's
+output. ONNX Runtime's CPU quantizer removes a Conv's ReLU and gives the Conv the ReLU's tensor
+name; the float tensor under that name is then the pre-activation (negative values included) and
+the ReLU happens in the u8 QuantizeLinear, so only the dequantized tensor is the ReLU's output.
+Activations are streamed batch by batch, never all kept.
 """
 
 from __future__ import annotations
@@ -44,19 +47,20 @@ def layer_sqnr(
     """``[{"node", "module", "kind", "tensor", "sqnr_db", "fallback"}]`` in network order."""
     by_name = {n.name: n for n in int8.graph.node}
     fp32_tensors = {o for n in fp32.graph.node for o in n.output}
-    pairs = []  # (unit, tensor compared)
+    pairs = []  # (unit, FP32 tensor, INT8 tensor compared with it)
     for u in units:
         node = by_name.get(u.node)
         if node is not None and node.output[0] in fp32_tensors:
-            pairs.append((u, node.output[0]))
-    tensors = list(dict.fromkeys(t for _, t in pairs))
-    ref_sess, q_sess = _probe(fp32, tensors), _probe(int8, tensors)
+            pairs.append((u, node.output[0], _as_consumed(int8, node.output[0])))
+    tensors = list(dict.fromkeys(t for _, t, _ in pairs))
+    quantized = {t: q for _, t, q in pairs}
+    ref_sess, q_sess = _probe(fp32, tensors), _probe(int8, [quantized[t] for t in tensors])
     name = ref_sess.get_inputs()[0].name
     signal = dict.fromkeys(tensors, 0.0)
     noise = dict.fromkeys(tensors, 0.0)
     for x in batches:
         ref = dict(zip(tensors, ref_sess.run(tensors, {name: x}), strict=True))
-        got = dict(zip(tensors, q_sess.run(tensors, {name: x}), strict=True))
+        got = dict(zip(tensors, q_sess.run([quantized[t] for t in tensors], {name: x}), strict=True))
         for t in tensors:
             r = ref[t].astype(np.float64)
             signal[t] += float(np.sum(r * r))
@@ -70,9 +74,21 @@ def layer_sqnr(
         "module": module_of(fp32_nodes[u.node], table, inits),
         "kind": u.kind,
         "tensor": t,
+        "int8_tensor": q,
         "sqnr_db": round(_db(signal[t], noise[t]), 3),
         "fallback": u.node in fell_back,
-    } for u, t in pairs]
+    } for u, t, q in pairs]
+
+
+def _as_consumed(model: onnx.ModelProto, tensor: str) -> str:
+    """``tensor`` as the next layers read it: through QuantizeLinear -> DequantizeLinear when its
+    only consumers quantize it, else itself."""
+    consumers = [n for n in model.graph.node if tensor in n.input]
+    if not consumers or any(n.op_type != "QuantizeLinear" for n in consumers):
+        return tensor
+    q = consumers[0]
+    dq = [n for n in model.graph.node if q.output[0] in n.input and n.op_type == "DequantizeLinear"]
+    return dq[0].output[0] if dq else tensor
 
 
 def _db(signal: float, noise: float) -> float:
