@@ -125,6 +125,21 @@ def cap_ir_version(model: onnx.ModelProto) -> None:
         model.ir_version = cap
 
 
+def exposing(model: onnx.ModelProto, tensors: Mapping[str, int] | list[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs ``tensors`` (name -> element type, or names of
+    float32 tensors), for calibration, per-layer SQNR and verify's layer search."""
+    import onnx
+
+    types = tensors if isinstance(tensors, Mapping) else dict.fromkeys(tensors, onnx.TensorProto.FLOAT)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    for name, elem_type in types.items():
+        if name not in existing:
+            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, elem_type, None))
+    return probe
+
+
 def serialize(model: onnx.ModelProto) -> bytes:
     cap_ir_version(model)
     return model.SerializeToString(deterministic=True)

@@ -77,7 +77,7 @@ def _onnx_activations(path: str, x: np.ndarray, faults: dict[str, float]) -> tup
     from onnx import numpy_helper
 
     from resdeploy import _onnx
-    from resdeploy.runtime.verify import _activations, _expose
+    from resdeploy.runtime.verify import _activations
 
     model = onnx.load(path)
     producers = {o: n for n in model.graph.node for o in n.output}
@@ -91,7 +91,7 @@ def _onnx_activations(path: str, x: np.ndarray, faults: dict[str, float]) -> tup
             noise = np.random.default_rng(1).normal(0, faults[node.name] * np.abs(w).std(), w.shape)
             inits[src].CopyFrom(numpy_helper.from_array((w + noise).astype(w.dtype), src))
     names = _activations(model)
-    sess = _onnx.session(_expose(model, names))
+    sess = _onnx.session(_onnx.exposing(model, names))
     outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {sess.get_inputs()[0].name: x}), strict=True))
     return outs[model.graph.output[0].name], {n: outs[n] for n in names}
 

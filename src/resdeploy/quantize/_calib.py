@@ -112,13 +112,7 @@ def collect(
     total: int | None = None,
 ) -> dict[str, TensorStats]:
     """Run ``model`` (FP32) over ``batches``, streaming statistics of each of ``tensors``."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    for name in tensors:
-        if name not in existing:
-            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    sess = _onnx.session(probe)
+    sess = _onnx.session(_onnx.exposing(model, list(tensors)))
     names = list(tensors)
     stats = {n: TensorStats() for n in names}
     with_hist = method != "minmax"

@@ -26,17 +26,6 @@ from ._qdq import Unit
 __all__ = ["layer_sqnr"]
 
 
-def _probe(model: onnx.ModelProto, tensors: Sequence[str]) -> Any:
-    """An ONNX Runtime session returning ``tensors`` (float32, as each layer's output is)."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    for name in tensors:
-        if name not in existing:
-            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return _onnx.session(probe)
-
-
 def layer_sqnr(
     fp32: onnx.ModelProto,
     int8: onnx.ModelProto,
@@ -54,7 +43,8 @@ def layer_sqnr(
             pairs.append((u, node.output[0], _as_consumed(int8, node.output[0])))
     tensors = list(dict.fromkeys(t for _, t, _ in pairs))
     quantized = {t: q for _, t, q in pairs}
-    ref_sess, q_sess = _probe(fp32, tensors), _probe(int8, [quantized[t] for t in tensors])
+    ref_sess = _onnx.session(_onnx.exposing(fp32, tensors))
+    q_sess = _onnx.session(_onnx.exposing(int8, [quantized[t] for t in tensors]))
     name = ref_sess.get_inputs()[0].name
     signal = dict.fromkeys(tensors, 0.0)
     noise = dict.fromkeys(tensors, 0.0)

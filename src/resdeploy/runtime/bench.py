@@ -106,8 +106,8 @@ def benchmark(artifact: Artifact, backend: str, config: BenchConfig) -> list[Ben
     latency or throughput hint from it)."""
     name, _ = check_backend(artifact, backend)
     results = []
+    lo, hi = artifact.batch_range()
     for b in config.batches:
-        lo, hi = artifact.batch_range()
         if artifact.batch is not None and b != artifact.batch:
             raise UsageError(f"{artifact.text} has a static batch of {artifact.batch}; bench it with --batch {artifact.batch}")
         if not lo <= b <= (hi or b):

@@ -104,18 +104,6 @@ def _activations(model: Any) -> dict[str, int]:
     return names
 
 
-def _expose(model: Any, names: dict[str, int]) -> Any:
-    import onnx
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    for name, elem_type in names.items():
-        if name not in existing:
-            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, elem_type, None))
-    return probe
-
-
 def _module_for(model: Any, tensor: str) -> tuple[str, str]:
     """(node, module) for the node producing ``tensor``; through Q/DQ, casts and ReLUs to the
     layer they belong to when the export's table does not name it."""
@@ -139,7 +127,7 @@ def _module_for(model: Any, tensor: str) -> tuple[str, str]:
 
 def _run_exposed(path: Path, names: dict[str, int], x: np.ndarray, providers: list[Any] | None = None) -> dict[str, np.ndarray]:
     model = _onnx.load(path)
-    sess = _onnx.session(_expose(model, names), providers=providers)
+    sess = _onnx.session(_onnx.exposing(model, names), providers=providers)
     outs = sess.run(None, {sess.get_inputs()[0].name: x})
     return dict(zip([o.name for o in sess.get_outputs()], outs, strict=True))
 
