@@ -98,11 +98,12 @@ class Session(ABC):
         self.check_feed(feed)
         return self.timed_impl(feed)
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
+    def logits(self, x: np.ndarray, max_batch: int | None = None) -> np.ndarray:
         """The first output for ``x`` of any length, in calls the artifact accepts: at most its
-        largest batch (a plan's profile, a static ONNX's batch), short calls padded to its smallest."""
+        largest batch (a plan's profile, a static ONNX's batch) and at most ``max_batch`` where it
+        allows, short calls padded to its smallest."""
         lo, hi = self.artifact.batch_range()
-        step = hi or len(x)
+        step = min(hi or len(x), max(lo, max_batch or len(x)))
         outs = []
         for start in range(0, len(x), step):
             part = x[start : start + step]

@@ -108,10 +108,9 @@ def benchmark(artifact: Artifact, backend: str, config: BenchConfig) -> list[Ben
     results = []
     lo, hi = artifact.batch_range()
     for b in config.batches:
-        if artifact.batch is not None and b != artifact.batch:
-            raise UsageError(f"{artifact.text} has a static batch of {artifact.batch}; bench it with --batch {artifact.batch}")
         if not lo <= b <= (hi or b):
-            raise UsageError(f"{artifact.text} runs batches {lo} to {hi} (its optimisation profile); bench it with --batch "
+            raise UsageError(f"{artifact.text} has a static batch of {lo}; bench it with --batch {lo}" if artifact.batch else
+                             f"{artifact.text} runs batches {lo} to {hi} (its optimisation profile); bench it with --batch "
                              f"within them, or rebuild it with --min-batch/--max-batch")
         with open_session(artifact, name, BackendOptions(threads=config.threads, batch_hint=b)) as session, \
                 Sampler() as sampler:

@@ -136,7 +136,7 @@ def _torch_logits(reference: Any, x: np.ndarray) -> np.ndarray:
     from .registry import open_session
 
     with open_session(reference, "torch") as s:
-        return np.concatenate([s.infer({s.input_name: x[i:i + 64]})[s.output_names[0]] for i in range(0, len(x), 64)])
+        return s.logits(x, max_batch=64)
 
 
 def write_bundle(outdir: str | Path, *, images: int = 256, seed: int = 0, dest: str | Path | None = None) -> Path:

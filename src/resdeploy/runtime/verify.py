@@ -200,9 +200,8 @@ def plan_divergence(plan: Artifact, reference: Path, x: np.ndarray, tolerance: f
 
 def _logits(art: Artifact, backend: str, x: np.ndarray) -> np.ndarray:
     lo, hi = art.batch_range()
-    batch = max(lo, min(32, hi or 32))
-    with open_session(art, backend, BackendOptions(batch_hint=batch)) as s:
-        return np.concatenate([s.logits(x[i:i + batch]) for i in range(0, len(x), batch)]).astype(np.float32)
+    with open_session(art, backend, BackendOptions(batch_hint=max(lo, min(32, hi or 32)))) as s:
+        return s.logits(x, max_batch=32).astype(np.float32)
 
 
 def _claimed_variant(bundle: Bundle, art: Artifact, name: str | None) -> BundleVariant:
