@@ -241,6 +241,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _print_table(f"latency (ms) on {env['cpu']}, {env['threads']} threads, {env['isolation']}",
                  ["artifact", "backend", "precision", "batch", "p50", "p90", "p99", "mean", "img/s", "iters"],
                  _bench_rows(results))
+    gpu = [r for r in results if r.gpu_compute_ms is not None]
+    if gpu:  # trtexec's breakdown, so the figures compare with its "Latency", "GPU Compute Time", "Enqueue Time"
+        _print_table("GPU figures as trtexec reports them (ms, median iteration: H2D + compute + D2H = p50)",
+                     ["artifact", "backend", "batch", "H2D", "GPU compute", "D2H", "enqueue", "host memory"],
+                     [[_short(r.artifact), r.backend, str(r.batch), f"{r.h2d_ms:.3f}", f"{r.gpu_compute_ms:.3f}",
+                       f"{r.d2h_ms:.3f}", f"{r.enqueue_ms:.3f}", str(r.host_memory)] for r in gpu])
     for warning in env.get("warnings", []):
         log.warning("%s", warning)
     if args.json:

@@ -443,14 +443,23 @@ class CpuOps:
     device = "cpu"
     stream = None
     stream_handle = 7
+    host_memory = "pageable"
 
     def __init__(self, trt: Any, device: str = "cpu") -> None:
         self.trt, self.graphs = trt, []
+        self.pinned_buffers: list[torch.Tensor] = []
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> torch.Tensor:
         t = torch.empty(shape, dtype=dtype)
         self.trt.memory[t.data_ptr()] = t
         return t
+
+    def pinned(self, shape: tuple[int, ...], dtype: Any) -> torch.Tensor:
+        self.pinned_buffers.append(torch.empty(shape, dtype=dtype))
+        return self.pinned_buffers[-1]
+
+    def discard_capture_error(self) -> None:
+        pass
 
     def events(self, n: int) -> list[CpuEvent]:
         return [CpuEvent() for _ in range(n)]
@@ -458,7 +467,7 @@ class CpuOps:
     def on_stream(self) -> Any:
         return contextlib.nullcontext()
 
-    def to_host(self, address: int, shape: tuple[int, ...], dtype: Any, stream: int) -> np.ndarray:
+    def to_host(self, address: int, shape: tuple[int, ...], dtype: Any, stream: int, on_host: bool = False) -> np.ndarray:
         return self.trt.memory[address].numpy().reshape(shape).copy()
 
     def capture(self, fn: Callable[[], None]) -> Replay:

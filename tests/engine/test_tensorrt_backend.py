@@ -77,7 +77,7 @@ def test_cuda_graphs_capture_once_per_shape_after_a_warm_run(monkeypatch, tmp_pa
             np.testing.assert_allclose(session.infer({"input": x})["logits"], expected(trt, x), rtol=1e-5)
         session.infer({"input": np.ones((1, 3, 32, 32), np.float32)})
     assert len(ops.graphs) == 2, "one graph per input shape"
-    assert [g.replays for g in ops.graphs] == [3, 1]
+    assert [g.replays for g in ops.graphs] == [2, 0], "the first run of a shape is eager, then captured"
 
 
 def test_dla_plan_sets_the_runtime_dla_core_before_deserialising(monkeypatch, tmp_path, fp16_onnx) -> None:

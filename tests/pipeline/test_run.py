@@ -41,10 +41,29 @@ def test_report_has_the_contract_keys(demo_run) -> None:
     for v in report["variants"]:
         lo, hi = v["accuracy"]["top1_ci95"]
         assert lo <= v["accuracy"]["top1"] <= hi
-        if v["backend"] != "torch":
+        if v["backend"] not in ("torch", "torch-cuda"):
             assert 0.0 <= v["accuracy"]["drop_p_value"] <= 1.0
     assert "distinguishable from zero" in md and "drift most from FP32" in md
     assert len(report["quantize"]["int8-tensorrt"]["layers"]) == 28
+
+
+def test_report_says_which_gpu_backends_ran_and_what_the_others_lack(demo_run) -> None:
+    out, _, report, _ = demo_run
+    gpu = report["gpu"]
+    by = {b["name"]: b for b in gpu["backends"]}
+    assert {"torch-cuda", "ort-cuda", "ort-trt", "tensorrt"} <= set(by)
+    for b in by.values():
+        assert b["ran"] == any(v["backend"] == b["name"] for v in report["variants"])
+        assert b["ran"] or (isinstance(b["missing"], str) and b["missing"])
+    md = (out / "report.md").read_text()
+    assert "## GPU" in md
+    if gpu["devices"]:  # a GPU machine: the torch reference is measured on it too
+        assert by["torch-cuda"]["ran"] and f"GPU: {gpu['devices'][0]['name']}" in md
+        cuda = [v for v in report["variants"] if v["backend"] == "torch-cuda"]
+        assert cuda and cuda[0]["accuracy"]["agreement_top1"] == 1.0
+    else:
+        assert not any(b["ran"] for b in by.values()) and "No CUDA GPU is visible here" in md
+        assert "pip install" in by["ort-cuda"]["missing"] and "pip install" in by["tensorrt"]["missing"]
 
 
 def test_manifest_lists_every_file_with_its_hash(demo_run) -> None:

@@ -23,7 +23,7 @@ _ACCURACY_KEYS = ("top1", "top5", "agreement_top1", "n", "max_abs_logit_err", "t
 
 def _accuracy_of(text: str, backend: str, accuracy: dict[str, Any]) -> dict[str, Any]:
     ref = accuracy["reference"]
-    if backend == "torch":
+    if backend in ("torch", "torch-cuda"):
         return {"top1": ref["top1"], "top5": ref["top5"], "agreement_top1": 1.0, "n": ref["n"],
                 "max_abs_logit_err": 0.0, "top1_ci95": ref.get("top1_ci95")}
     r: dict[str, Any] = next((r for r in accuracy["results"] if r["artifact"] == text and r["backend"] == backend),
@@ -55,7 +55,7 @@ def variant_entries(model: str, batches: tuple[int, ...], accuracy: dict[str, An
     torch_p50 = torch_b1["latency_ms"]["p50"] if torch_b1 else None
     entries = []
     for (text, backend), results in latency.items():
-        if backend == "torch":
+        if backend in ("torch", "torch-cuda"):
             entries.append(_entry("torch-fp32", "fp32", "cpu", text, backend, results, accuracy, torch_p50))
             continue
         v = by_path[text]
@@ -160,7 +160,7 @@ def _markdown(report: dict[str, Any]) -> str:
         *_md_table(["stage", "seconds", "artifact", "note"], [
             [s["name"], f"{s['seconds']:.1f}", Path(s["artifact"]).name if s["artifact"] else "-",
              "reused (inputs unchanged)" if s.get("reused") else s.get("skipped", "")] for s in report["stages"]]),
-        "", *_md_quantization(report),
+        "", *_md_gpu(report), *_md_quantization(report),
     ]
     exp = report["model"]["export"]
     lines += [
@@ -175,6 +175,33 @@ def _markdown(report: dict[str, Any]) -> str:
         "", "## Environment", "", "```", json.dumps(report["env"], indent=2), "```", "",
     ]
     return "\n".join(lines)
+
+
+def gpu_status(latency: Latency, gpus: list[dict[str, Any]]) -> dict[str, Any]:
+    """The GPUs seen, and each GPU backend: measured in this run, or why not with the command that
+    installs what it lacks."""
+    from ..runtime import backend_names, get_backend
+
+    ran = {backend for _, backend in latency}
+    backends = []
+    for name in backend_names():
+        impl = get_backend(name)
+        if impl.device != "cuda":
+            continue
+        reason = None if name in ran else (impl.unavailable_reason() or "no artifact of this run runs on it")
+        backends.append({"name": name, "ran": name in ran, "missing": reason})
+    return {"devices": gpus, "backends": backends}
+
+
+def _md_gpu(report: dict[str, Any]) -> list[str]:
+    gpu = report.get("gpu") or {}
+    devices = gpu.get("devices") or []
+    named = [f"{d['name']} (compute capability {d['compute_capability']})" for d in devices]
+    head = f"GPU: {', '.join(named)}." if named else "No CUDA GPU is visible here: every figure above is a CPU figure."
+    lines = ["## GPU", "", head, ""]
+    for b in gpu.get("backends", []):
+        lines.append(f"- {b['name']}: " + ("measured in this run" if b["ran"] else f"not run: {b['missing']}"))
+    return [*lines, ""]
 
 
 def manifest(runner: Runner, env: dict[str, Any]) -> dict[str, Any]:
@@ -215,6 +242,7 @@ def write_outputs(runner: Runner, export_info: dict[str, Any], quant_reports: di
         "variants": variant_entries(cfg.model, cfg.batches, accuracy, latency, [*runner.variants, *runner.plans]),
         "quantize": quant_reports,
         "eval_timing": accuracy.get("timing"),
+        "gpu": gpu_status(latency, env.get("gpus", [])),
         "env": env,
     }
     write_plots(out, report)

@@ -101,6 +101,11 @@ def _onnx_backends() -> list[str]:
     return [b for b in backend_names() if "onnx" in get_backend(b).kinds and get_backend(b).unavailable_reason() is None]
 
 
+def _reference_backends() -> list[str]:
+    """The torch reference on the CPU, and on the GPU too where torch sees one."""
+    return ["torch"] + (["torch-cuda"] if get_backend("torch-cuda").unavailable_reason() is None else [])
+
+
 class Runner:
     """One pipeline run in OUTDIR: each public method is a stage."""
 
@@ -198,7 +203,8 @@ class Runner:
         env = environment(None, "one process per artifact")
         common = {"config": asdict(bcfg), "cpu": env["cpu"], "versions": env["versions"]}
         latency: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for v, backend in [(Variant("torch", "fp32", "cpu", None), "torch"), *self.runs()]:
+        references = [(Variant("torch", "fp32", "cpu", None), b) for b in _reference_backends()]
+        for v, backend in [*references, *self.runs()]:
             text = str(v.path) if v.path else cfg.model
             identity = self.hashes[text] if v.path else self.ident
             latency[(text, backend)] = self.stage(

@@ -45,11 +45,15 @@ class TensorSpec:
 
 @dataclass
 class Timing:
-    """One timed inference, in milliseconds. On GPUs the copies are reported apart."""
+    """One timed inference, in milliseconds. On GPUs, as trtexec reports it: the host-to-device
+    copy, the GPU compute and the device-to-host copy (their sum is the latency), the host time
+    of the enqueue call apart, and whether the host buffers were pinned or pageable."""
 
     compute_ms: float
     h2d_ms: float = 0.0
     d2h_ms: float = 0.0
+    enqueue_ms: float | None = None  # GPU sessions only
+    host_memory: str | None = None  # "pinned" | "pageable"; GPU sessions only
 
     @property
     def total_ms(self) -> float:

@@ -10,20 +10,21 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import ResdeployError, StageError, UsageError, from_payload, to_payload
+from ._cuda import gpu_info
 from ._jetson import Sampler, conditions
 from .artifact import Artifact
-from .base import BackendOptions, Session
+from .base import BackendOptions, Session, Timing
 from .registry import check_backend, open_session
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BenchConfig", "BenchResult", "benchmark", "benchmark_isolated", "environment", "summarize"]
+__all__ = ["BenchConfig", "BenchResult", "benchmark", "benchmark_isolated", "environment", "gpu_figures", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,12 @@ class BenchConfig:
 
 @dataclass
 class BenchResult:
+    """One (artifact, backend, batch). On a GPU also trtexec's figures: ``h2d_ms``, ``gpu_compute_ms``
+    and ``d2h_ms`` break down the median iteration (they add up to ``latency_ms["p50"]``),
+    ``enqueue_ms`` is the median host time of the enqueue call, ``host_memory`` says whether the
+    copies came from pinned or pageable memory. ``throughput_ips`` is images over the host wall
+    time of the timed iterations."""
+
     artifact: str
     backend: str
     precision: str
@@ -57,7 +64,11 @@ class BenchResult:
     throughput_ips: float
     iters: int
     device: str = "cpu"
-    copies_ms: dict[str, float] = field(default_factory=dict)
+    h2d_ms: float | None = None
+    gpu_compute_ms: float | None = None
+    d2h_ms: float | None = None
+    enqueue_ms: float | None = None
+    host_memory: str | None = None
     conditions: dict[str, Any] | None = None  # on a Jetson: power, temperatures, GPU clock while timing
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,7 +88,13 @@ def summarize(samples_ms: list[float]) -> dict[str, float]:
     }
 
 
-def _time_batch(session: Session, batch: int, config: BenchConfig) -> tuple[list[float], list[float], list[float]]:
+@dataclass
+class _Samples:
+    timings: list[Timing]
+    wall_s: float  # host wall time over the timed iterations
+
+
+def _time_batch(session: Session, batch: int, config: BenchConfig) -> _Samples:
     """Warm-up, then timed runs until ``iters`` (or ``max_seconds`` after ``min_iters``)."""
     spec = session.inputs[0]
     shape = (batch, *(d if d is not None else 1 for d in spec.shape[1:]))
@@ -85,18 +102,32 @@ def _time_batch(session: Session, batch: int, config: BenchConfig) -> tuple[list
     feed = {spec.name: x}
     for _ in range(config.warmup):
         session.timed(feed)
-    total: list[float] = []
-    h2d: list[float] = []
-    d2h: list[float] = []
-    deadline = time.perf_counter() + config.max_seconds
-    while len(total) < config.iters:
-        _, t = session.timed(feed)
-        total.append(t.total_ms)
-        h2d.append(t.h2d_ms)
-        d2h.append(t.d2h_ms)
-        if len(total) >= config.min_iters and time.perf_counter() > deadline:
+    timings: list[Timing] = []
+    start = time.perf_counter()
+    deadline = start + config.max_seconds
+    while len(timings) < config.iters:
+        timings.append(session.timed(feed)[1])
+        if len(timings) >= config.min_iters and time.perf_counter() > deadline:
             break
-    return total, h2d, d2h
+    return _Samples(timings, time.perf_counter() - start)
+
+
+def gpu_figures(timings: list[Timing]) -> dict[str, Any]:
+    """trtexec's breakdown for GPU sessions: the H2D, compute and D2H of the median iteration
+    (the middle one, or the mean of the middle two, so they add up to the latency's p50), the
+    median enqueue time and the host memory kind; empty for CPU sessions."""
+    if not timings or timings[0].enqueue_ms is None:
+        return {}
+    order = sorted(range(len(timings)), key=lambda i: timings[i].total_ms)
+    n = len(order)
+    middle = [timings[i] for i in order[(n - 1) // 2 : n // 2 + 1]]
+    return {
+        "h2d_ms": float(np.mean([t.h2d_ms for t in middle])),
+        "gpu_compute_ms": float(np.mean([t.compute_ms for t in middle])),
+        "d2h_ms": float(np.mean([t.d2h_ms for t in middle])),
+        "enqueue_ms": float(np.median([t.enqueue_ms or 0.0 for t in timings])),
+        "host_memory": timings[0].host_memory,
+    }
 
 
 def benchmark(artifact: Artifact, backend: str, config: BenchConfig) -> list[BenchResult]:
@@ -114,19 +145,16 @@ def benchmark(artifact: Artifact, backend: str, config: BenchConfig) -> list[Ben
                              f"within them, or rebuild it with --min-batch/--max-batch")
         with open_session(artifact, name, BackendOptions(threads=config.threads, batch_hint=b)) as session, \
                 Sampler() as sampler:
-            total, h2d, d2h = _time_batch(session, b, config)
+            samples = _time_batch(session, b, config)
             device = session.device
-        lat = summarize(total)
-        copies = {}
-        if device != "cpu":
-            copies = {"h2d_p50": float(np.median(h2d)), "d2h_p50": float(np.median(d2h)),
-                      "compute_p50": float(np.median(np.asarray(total) - np.asarray(h2d) - np.asarray(d2h)))}
+        lat = summarize([t.total_ms for t in samples.timings])
         results.append(BenchResult(
             artifact=artifact.text, backend=name, precision=artifact.precision, batch=b, latency_ms=lat,
-            throughput_ips=b * 1000.0 / lat["mean"], iters=len(total), device=device, copies_ms=copies,
-            conditions=sampler.summary(),
+            throughput_ips=b * len(samples.timings) / samples.wall_s, iters=len(samples.timings), device=device,
+            conditions=sampler.summary(), **gpu_figures(samples.timings),
         ))
-        log.info("%s on %s, batch %d: p50 %.2f ms over %d iterations", artifact.name, name, b, lat["p50"], len(total))
+        log.info("%s on %s, batch %d: p50 %.2f ms over %d iterations", artifact.name, name, b, lat["p50"],
+                 len(samples.timings))
     return results
 
 
@@ -173,7 +201,7 @@ def environment(threads: int | None, isolation: str) -> dict[str, Any]:
 
     versions: dict[str, str] = {"python": platform.python_version()}
     for pkg in ("resdeploy", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "torchvision", "tensorrt",
-                "openvino"):
+                "tensorrt-rtx", "openvino"):
         try:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -187,6 +215,9 @@ def environment(threads: int | None, isolation: str) -> dict[str, Any]:
         "isolation": isolation,
         "warnings": [],
     }
+    gpus = gpu_info()
+    if gpus:
+        env["gpus"] = gpus
     jetson = conditions()
     if jetson is not None:
         env["jetson"] = jetson
@@ -195,16 +226,24 @@ def environment(threads: int | None, isolation: str) -> dict[str, Any]:
 
 
 def worker_main() -> int:
-    """Child side of :func:`benchmark_isolated`: a JSON request on stdin, a JSON answer on stdout."""
+    """Child side of :func:`benchmark_isolated`: a JSON request on stdin, a JSON answer on stdout.
+
+    The answer goes to the original stdout alone: file descriptor 1 is pointed at stderr while
+    working, so whatever a library prints (ONNX Runtime announces a provider fallback with
+    ``print``) cannot corrupt it."""
+    answer = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
     req = json.loads(sys.stdin.read())
     cfg = req["config"]
     cfg["batches"] = tuple(cfg["batches"])
-    try:
-        artifact = Artifact.resolve(req["artifact"], **req.get("model_options", {}))
-        results = benchmark(artifact, req["backend"], BenchConfig(**cfg))
-    except ResdeployError as exc:
-        sys.stdout.write(json.dumps({"error": to_payload(exc)}))
-        return exc.exit_code
-    sys.stdout.write(json.dumps({"results": [r.to_dict() for r in results]}))
+    with answer:
+        try:
+            artifact = Artifact.resolve(req["artifact"], **req.get("model_options", {}))
+            results = benchmark(artifact, req["backend"], BenchConfig(**cfg))
+        except ResdeployError as exc:
+            answer.write(json.dumps({"error": to_payload(exc)}))
+            return exc.exit_code
+        answer.write(json.dumps({"results": [r.to_dict() for r in results]}))
     return 0

@@ -65,6 +65,12 @@ class OrtBackend(Backend):
             raise BackendUnavailableError(f"backend {self.name} is unavailable: {reason}")
         assert artifact.path is not None
         sess = _onnx.session(artifact.path, threads=options.threads, providers=self.providers(options, artifact))
+        if self.provider not in sess.get_providers():
+            # ONNX Runtime falls back to the next provider when one fails to load, and only prints why.
+            raise BackendUnavailableError(
+                f"backend {self.name}: ONNX Runtime could not start its {self.provider} and fell back to "
+                f"{', '.join(sess.get_providers())}; install the CUDA {'and TensorRT ' if 'Tensorrt' in self.provider else ''}"
+                "libraries this onnxruntime-gpu was built for (its log above names the missing one), or use ort-cpu")
         return OrtSession(
             backend=self.name,
             artifact=artifact,

@@ -2,13 +2,17 @@
 
 Device buffers are torch CUDA tensors: torch is already a dependency (on Jetson, NVIDIA's own
 wheels), so no pycuda / cuda-python is needed, and its caching allocator, streams and events
-serve buffers, async copies and timing. Optional CUDA graphs replay one captured
-``execute_async_v3`` per input shape. The CUDA calls sit behind :class:`CudaOps` so that the
-session's own logic (shapes, tensor addresses, the CUDA-graph decision, the plan-record check,
-the DLA core) runs in the tests against a fake ``tensorrt`` on the CPU.
+serve buffers, pinned staging, async copies and timing (:mod:`._cuda`, timed as trtexec times).
+Optional CUDA graphs replay one captured ``execute_async_v3`` per input shape and set of buffer
+addresses; a capture that fails falls back to running without graphs, as trtexec does. The CUDA
+calls sit behind :class:`CudaOps` so that the session's own logic (shapes, tensor addresses, the
+CUDA-graph decision, the plan-record check, the DLA core) runs in the tests against a fake
+``tensorrt`` on the CPU.
 
-NOT RUN BY THIS PROJECT ON A GPU: written from the TensorRT Python API (release branches'
-``python/src/infer/pyCore.cpp``; the name-based I/O API of 8.5+, unchanged in 10.x/11.x),
+What has run on a real GPU (an H200, no TensorRT there): this session's CUDA half around a
+GPU-side stand-in engine (tests/runtime/test_tensorrt_cuda.py). TensorRT itself has never run
+in this project: the calls into it are written from the TensorRT Python API (release branches'
+``python/src/infer/pyCore.cpp``; the name-based I/O API of 8.5+, unchanged in 10.x/11.x) and
 type-checked with mypy against tensorrt-stubs.
 """
 
@@ -25,6 +29,7 @@ import numpy as np
 from .._tensorrt import cuda_device, import_tensorrt, tensorrt_unavailable_reason
 from ..engine.record import check_compatible, load_record
 from ..errors import BackendUnavailableError, UsageError
+from ._cuda import CudaOps, select_device, timed_on_stream
 from .artifact import Artifact
 from .base import Backend, BackendOptions, Session, TensorSpec, Timing
 from .registry import register_backend
@@ -51,61 +56,6 @@ def torch_dtype(trt_dtype: Any) -> Any:
     return getattr(torch, _TORCH_DTYPES[name])
 
 
-class CudaOps:
-    """The CUDA side of a session, through torch: buffers, a stream, events and graphs."""
-
-    def __init__(self, device: str) -> None:
-        import torch
-
-        self.device = device
-        self.stream = torch.cuda.Stream(device=device)
-
-    @property
-    def stream_handle(self) -> int:
-        return int(self.stream.cuda_stream)
-
-    def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
-        import torch
-
-        return torch.empty(shape, dtype=dtype, device=self.device)
-
-    def events(self, n: int) -> list[Any]:
-        import torch
-
-        return [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-
-    def on_stream(self) -> Any:
-        import torch
-
-        return torch.cuda.stream(self.stream)
-
-    def to_host(self, address: int, shape: tuple[int, ...], dtype: Any, stream: int) -> np.ndarray:
-        """A copy of device memory TensorRT owns (a debug tensor), through ``__cuda_array_interface__``."""
-        import torch
-
-        torch.cuda.ExternalStream(stream).synchronize()
-        typestr = {torch.float32: "<f4", torch.float16: "<f2", torch.int8: "|i1", torch.uint8: "|u1",
-                   torch.int32: "<i4", torch.int64: "<i8", torch.bool: "|b1"}.get(dtype)
-        if typestr is None:
-            raise UsageError(f"debug tensors of type {dtype} are not supported")
-
-        class View:
-            def __init__(self) -> None:
-                self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (address, True),
-                                                 "version": 3}
-
-        return torch.as_tensor(View(), device=self.device).cpu().numpy().copy()
-
-    def capture(self, fn: Callable[[], None]) -> Any:
-        """A CUDA graph of ``fn``; ``.replay()`` runs it again."""
-        import torch
-
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=self.stream):
-            fn()
-        return graph
-
-
 @dataclass
 class TensorRTSession(Session):
     engine: Any = None
@@ -115,8 +65,9 @@ class TensorRTSession(Session):
     debug_tensors: dict[str, np.ndarray] = field(default_factory=dict)  # filled by the debug listener
     debug_errors: list[str] = field(default_factory=list)
     _listener: Any = None
-    _graphs: dict[tuple[int, ...], Any] = field(default_factory=dict)
+    _graphs: dict[tuple[Any, ...], Any] = field(default_factory=dict)  # (shape, addresses) -> graph, None: eager
     _buffers: dict[tuple[int, ...], dict[str, Any]] = field(default_factory=dict)
+    _staging: dict[tuple[int, ...], dict[str, Any]] = field(default_factory=dict)
 
     def _bind(self, shape: tuple[int, ...]) -> dict[str, Any]:
         """Device tensors for this input shape (allocated once per shape); TensorRT gets their addresses."""
@@ -134,12 +85,14 @@ class TensorRTSession(Session):
                 dims = tuple(int(found[k]) for k in range(len(found)))
                 bufs[name] = self.ops.empty(dims, torch_dtype(engine.get_tensor_dtype(name)))
             self._buffers[shape] = bufs
+            # Host staging in pinned memory, in the engine's I/O types, as trtexec stages it.
+            self._staging[shape] = {n: self.ops.pinned(tuple(t.shape), t.dtype) for n, t in bufs.items()}
         for name, t in bufs.items():
             if not context.set_tensor_address(name, t.data_ptr()):
                 raise UsageError(f"TensorRT refused the address of tensor {name!r}; rebuild the engine")
         return bufs
 
-    def _execute(self, shape: tuple[int, ...]) -> None:
+    def _execute(self, shape: tuple[int, ...], bufs: dict[str, Any]) -> None:
         handle = self.ops.stream_handle
         context: trt.IExecutionContext = self.context
 
@@ -150,12 +103,28 @@ class TensorRTSession(Session):
         if not self.use_graphs:
             run()
             return
-        graph = self._graphs.get(shape)
-        if graph is None:
+        # A graph replays the addresses it was captured with: key it by them as well as the shape.
+        key = (shape, tuple(t.data_ptr() for t in bufs.values()))
+        if key not in self._graphs:
             run()  # the first run stays outside capture: TensorRT initialises lazily
-            graph = self.ops.capture(run)
-            self._graphs[shape] = graph
-        graph.replay()
+            self._graphs[key] = self._capture(run, shape)
+            return
+        graph = self._graphs[key]
+        if graph is None:
+            run()
+        else:
+            graph.replay()
+
+    def _capture(self, run: Callable[[], None], shape: tuple[int, ...]) -> Any:
+        """A graph of ``run``, or None (run without graphs) when capture fails, as trtexec falls back."""
+        try:
+            return self.ops.capture(run)
+        except Exception as exc:  # noqa: BLE001 - any capture failure falls back to eager runs
+            cause = exc.__context__ or exc
+            log.warning("CUDA graph capture failed for input shape %s (%s: %s); running without CUDA graphs",
+                        shape, type(cause).__name__, cause)
+            self.ops.discard_capture_error()
+            return None
 
     def timed_impl(self, feed: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], Timing]:
         import torch
@@ -163,24 +132,23 @@ class TensorRTSession(Session):
         x = np.ascontiguousarray(feed[self.input_name])
         shape = tuple(x.shape)
         bufs = self._bind(shape)
+        staging = self._staging[shape]
+        staging[self.input_name].copy_(torch.from_numpy(x))  # host memcpy (and cast) into pinned memory: untimed
         self.debug_tensors.clear()
         self.debug_errors.clear()
-        ev = self.ops.events(4)
-        with self.ops.on_stream():
-            ev[0].record(self.ops.stream)
-            bufs[self.input_name].copy_(torch.from_numpy(x).to(bufs[self.input_name].dtype), non_blocking=True)
-            ev[1].record(self.ops.stream)
-            self._execute(shape)
-            ev[2].record(self.ops.stream)
-            host = {n: bufs[n].to("cpu", non_blocking=False) for n in self.output_names}
-            ev[3].record(self.ops.stream)
-        ev[3].synchronize()
-        outs = {n: np.array(t.float().numpy()) for n, t in host.items()}  # owned: the buffers are reused
+
+        def copy_in() -> None:
+            bufs[self.input_name].copy_(staging[self.input_name], non_blocking=True)
+
+        def copy_out() -> None:
+            for n in self.output_names:
+                staging[n].copy_(bufs[n], non_blocking=True)
+
+        timing = timed_on_stream(self.ops, copy_in, lambda: self._execute(shape, bufs), copy_out)
+        outs = {n: np.array(staging[n].float().numpy()) for n in self.output_names}  # owned: staging is reused
         if self.debug_errors:
             raise UsageError(f"copying debug tensors failed: {self.debug_errors[0]}")
-        return outs, Timing(
-            compute_ms=ev[1].elapsed_time(ev[2]), h2d_ms=ev[0].elapsed_time(ev[1]), d2h_ms=ev[2].elapsed_time(ev[3])
-        )
+        return outs, timing
 
     def infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.timed_impl(feed)[0]
@@ -188,6 +156,7 @@ class TensorRTSession(Session):
     def close(self) -> None:
         self._graphs.clear()
         self._buffers.clear()
+        self._staging.clear()
         self.context = None
         self.engine = None
 
@@ -205,7 +174,9 @@ def _debug_listener(session: TensorRTSession) -> Any:
             # TensorRT prints and swallows what this raises: keep it to raise after the run.
             try:
                 dims = tuple(int(shape[i]) for i in range(len(shape)))
-                session.debug_tensors[name] = session.ops.to_host(int(addr), dims, torch_dtype(dtype), int(stream))
+                on_host = getattr(location, "name", str(location)).endswith("HOST")  # TensorLocation.HOST
+                session.debug_tensors[name] = session.ops.to_host(int(addr), dims, torch_dtype(dtype), int(stream),
+                                                                  on_host=on_host)
             except Exception as exc:  # noqa: BLE001 - re-raised by the session after execute
                 session.debug_errors.append(f"{name}: {type(exc).__name__}: {exc}")
 
@@ -290,4 +261,5 @@ class TensorRTBackend(Backend):
         device = cuda_device(options.device) if import_tensorrt() is not None else None
         if device is None:
             raise BackendUnavailableError(f"backend tensorrt is unavailable: {tensorrt_unavailable_reason()}")
-        return open_plan(artifact, options, lambda: CudaOps(f"cuda:{options.device}"), device)
+        name = select_device(options.device)  # before the Runtime: TensorRT deserialises on the current device
+        return open_plan(artifact, options, lambda: CudaOps(name), device)
