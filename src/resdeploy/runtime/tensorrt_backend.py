@@ -216,7 +216,8 @@ def deserialize(plan: Path, record: dict[str, Any] | None, logger: trt.ILogger) 
 def open_plan(artifact: Artifact, options: BackendOptions, make_ops: Callable[[], Any],
               device: tuple[str, tuple[int, int]]) -> TensorRTSession:
     """Check the plan's record against this TensorRT and GPU, deserialise it, name its I/O;
-    ``make_ops`` gives the CUDA side (called only once the plan is known to fit)."""
+    ``make_ops`` gives the CUDA side; it is called once the plan is known to fit and before the
+    Runtime exists, so the device it selects is the one TensorRT deserialises on."""
     import tensorrt as trt
 
     from ..engine.trt_logging import make_logger
@@ -227,6 +228,7 @@ def open_plan(artifact: Artifact, options: BackendOptions, make_ops: Callable[[]
         log.warning("%s has no record beside it; cannot check its TensorRT version and GPU", artifact.path)
     else:
         check_compatible(artifact.path, record, trt.__version__, device[1])
+    ops = make_ops()
     engine = deserialize(artifact.path, record, make_logger())
     context = engine.create_execution_context()
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -238,7 +240,6 @@ def open_plan(artifact: Artifact, options: BackendOptions, make_ops: Callable[[]
         dims = engine.get_tensor_shape(n)
         shape = tuple(dims[i] if dims[i] >= 0 else None for i in range(len(dims)))
         specs.append(TensorSpec(n, _NUMPY_DTYPES.get(dtype, dtype), shape))
-    ops = make_ops()
     session = TensorRTSession(backend="tensorrt", artifact=artifact, inputs=specs, output_names=outputs,
                               device=ops.device, engine=engine, context=context, ops=ops, use_graphs=options.cuda_graphs)
     if options.debug_tensors:
@@ -261,5 +262,5 @@ class TensorRTBackend(Backend):
         device = cuda_device(options.device) if import_tensorrt() is not None else None
         if device is None:
             raise BackendUnavailableError(f"backend tensorrt is unavailable: {tensorrt_unavailable_reason()}")
-        name = select_device(options.device)  # before the Runtime: TensorRT deserialises on the current device
-        return open_plan(artifact, options, lambda: CudaOps(name), device)
+        # The device is made current before the Runtime exists: TensorRT deserialises on the current device.
+        return open_plan(artifact, options, lambda: CudaOps(select_device(options.device)), device)
