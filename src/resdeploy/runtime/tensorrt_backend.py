@@ -9,8 +9,8 @@ calls sit behind :class:`CudaOps` so that the session's own logic (shapes, tenso
 CUDA-graph decision, the plan-record check, the DLA core) runs in the tests against a fake
 ``tensorrt`` on the CPU.
 
-What has run on a real GPU (an H200, no TensorRT there): this session's CUDA half around a
-GPU-side stand-in engine (tests/runtime/test_tensorrt_cuda.py). TensorRT itself has never run
+What has run on a real GPU (an H200, no TensorRT there): the session's CUDA half around a
+GPU-side stand-in engine (tests/engine/test_tensorrt_cuda.py). TensorRT itself has never run
 in this project: the calls into it are written from the TensorRT Python API (release branches'
 ``python/src/infer/pyCore.cpp``; the name-based I/O API of 8.5+, unchanged in 10.x/11.x) and
 type-checked with mypy against tensorrt-stubs.
