@@ -122,7 +122,7 @@ def test_invalid_profile_is_refused_not_built(monkeypatch) -> None:
     builder = trt.Builder(trt.ILogger())
     cfg = builder.create_builder_config()
     with pytest.raises(UsageError, match="rejected the optimisation profile"):
-        _set_profile(builder, cfg, "input", {"min": (8, 3, 32, 32), "opt": (4, 3, 32, 32), "max": (2, 3, 32, 32)})
+        _set_profile(trt, builder, cfg, "input", {"min": (8, 3, 32, 32), "opt": (4, 3, 32, 32), "max": (2, 3, 32, 32)})
 
 
 @pytest.mark.parametrize("version", ["10.3.0", "11.4.1"])
@@ -257,8 +257,16 @@ def test_parser_failure_is_a_stage_error_and_writes_nothing(monkeypatch, tmp_pat
 
 def test_build_without_tensorrt(onnx_by_precision, tmp_path, run_cli) -> None:
     out = tmp_path / "r.plan"
-    r = run_cli("build", onnx_by_precision["fp32"], "-o", out)
+    r = run_cli("build", onnx_by_precision["fp32"], "-o", out, "--runtime", "tensorrt")
     assert_clean_error(r, 2, "TensorRT", "--print-trtexec")
+    assert not out.exists() and not (tmp_path / "r.plan.json").exists()
+
+
+def test_auto_without_either_builder_names_both(onnx_by_precision, tmp_path, run_cli, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)  # as on aarch64, where no wheel exists
+    out = tmp_path / "r.plan"
+    r = run_cli("build", onnx_by_precision["fp32"], "-o", out)
+    assert_clean_error(r, 2, "neither TensorRT nor TensorRT-RTX", "python3-libnvinfer", "resdeploy[rtx]", "--print-trtexec")
     assert not out.exists() and not (tmp_path / "r.plan.json").exists()
 
 
@@ -274,7 +282,7 @@ def test_jetpack_bindings_this_python_cannot_import_are_explained(onnx_by_precis
     site = tmp_path / "usr" / "lib" / f"python{version}" / "dist-packages" / "tensorrt"
     site.mkdir(parents=True)
     monkeypatch.setattr(probe, "SYSTEM_SITE", (str(tmp_path / "usr/lib/python3*/dist-packages/tensorrt"),))
-    r = run_cli("build", onnx_by_precision["fp32"], "-o", tmp_path / "r.plan")
+    r = run_cli("build", onnx_by_precision["fp32"], "-o", tmp_path / "r.plan", "--runtime", "tensorrt")
     assert_clean_error(r, 2, needle, str(site))
 
 
@@ -320,7 +328,7 @@ def test_unsupported_tensorrt_versions_are_named(onnx_by_precision, run_cli) -> 
 
 def test_print_trtexec_shapes_follow_the_profile(onnx_by_precision, run_cli) -> None:
     cmd = trtexec(run_cli, onnx_by_precision["fp32"], "--min-batch", "2", "--opt-batch", "4", "--max-batch", "8",
-                  "--timing-cache", "t.cache")
+                  "--timing-cache", "t.cache", "--runtime", "tensorrt")
     assert "--minShapes=input:2x3x32x32" in cmd and "--optShapes=input:4x3x32x32" in cmd
     assert "--maxShapes=input:8x3x32x32" in cmd and "--timingCacheFile=t.cache" in cmd
     assert "--noTF32" in cmd
