@@ -15,7 +15,7 @@ from resdeploy.quantize import QuantizeConfig, quantize
 from resdeploy.runtime import Artifact, open_session
 
 from ..conftest import assert_clean_error
-from .fake_tensorrt import OTHER_DEVICE_CACHE, make_fake
+from .fake_tensorrt import OTHER_DEVICE_CACHE, UNREADABLE_CACHE, make_fake
 
 DEVICE = ("Fake Orin", (8, 7))
 
@@ -337,3 +337,25 @@ def test_print_trtexec_shapes_follow_the_profile(onnx_by_precision, run_cli) -> 
 def test_bad_profile_is_a_usage_error(onnx_by_precision, run_cli) -> None:
     r = run_cli("build", onnx_by_precision["fp32"], "-o", "m.plan", "--print-trtexec", "--min-batch", "8", "--max-batch", "4")
     assert_clean_error(r, 2, "--min-batch")
+
+
+def test_unreadable_timing_cache_is_a_rejected_one(monkeypatch, tmp_path, onnx_by_precision, caplog) -> None:
+    """``create_timing_cache`` of bytes TensorRT cannot read gives None (Polygraphy guards it): rejected, not a crash."""
+    trt = fake(monkeypatch, "10.3.0.30")
+    cache = tmp_path / "t.cache"
+    cache.write_bytes(UNREADABLE_CACHE)
+    r = build_engine(onnx_by_precision["fp16"], tmp_path / "m.plan", BuildConfig(timing_cache=str(cache)), device=DEVICE)
+    assert names(trt, "config.create_timing_cache") == [UNREADABLE_CACHE, b""]
+    assert r.record["timing_cache"] == {"path": str(cache), "loaded": False, "rejected": True}
+    assert cache.read_bytes() == b"+tuned", "rewritten after the build"
+    assert "rejected the timing cache" in caplog.text
+
+
+def test_one_tensorrt_logger_per_process(monkeypatch, tmp_path, onnx_by_precision) -> None:
+    trt = fake(monkeypatch, "10.3.0.30")
+    loggers = []
+    real_builder = trt.Builder
+    monkeypatch.setattr(trt, "Builder", lambda logger: loggers.append(logger) or real_builder(logger))
+    for name in ("a", "b"):
+        build_engine(onnx_by_precision["fp16"], tmp_path / f"{name}.plan", device=DEVICE)
+    assert len(loggers) == 2 and loggers[0] is loggers[1]
