@@ -221,6 +221,9 @@ def _rtx_recipe(version: TrtVersion, precision: str, config: BuildConfig) -> Rec
     notes = ["strongly typed: each layer runs in the type the ONNX gives it; no precision flags",
              "compute capabilities: " + (", ".join(config.compute_capabilities) if config.compute_capabilities
                                          else "TensorRT-RTX's default portable set (Ampere and later; 7.5 only when named)")]
+    if precision == "int8" and not version.at_least(1, 7, 1):
+        notes.append("TensorRT-RTX 1.4-1.6 were seen to fail INT8 Q/DQ builds without a GPU (MyelinCheckException); "
+                      "1.7.1 builds them")
     clear_flags = ("TF32",) if precision == "fp32" else ()
     return Recipe(str(version), "rtx", precision, True, (), clear_flags, None, tuple(notes),
                   builder="tensorrt-rtx", compute_capabilities=config.compute_capabilities)
