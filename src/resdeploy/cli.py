@@ -202,7 +202,7 @@ def _trtexec_builder(runtime: str, trt_version: str | None) -> tuple[str, str, s
         return runtime, trt_version, "given"
     if mod is not None:
         return runtime, mod.__version__, "installed"
-    return runtime, "10.3" if runtime == "tensorrt" else "1.4", "default, none installed"
+    return runtime, "10.3" if runtime == "tensorrt" else "1.7.1", "default, none installed"
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -458,8 +458,8 @@ def _add_build(sub: Sub) -> None:
     p.add_argument("--print-trtexec", action="store_true",
                    help="print the equivalent trtexec (tensorrt_rtx) command instead (neither needs to be installed)")
     p.add_argument("--trt-version", metavar="X.Y[.Z]",
-                   help="with --print-trtexec: the release, e.g. 8.6, 10.3, 10.13, 11.4.1 (TensorRT-RTX: 1.4, 1.7.1) "
-                        "(default: the installed one, else 10.3)")
+                   help="with --print-trtexec: the release, e.g. 8.6, 10.3, 10.13, 11.4.1 (TensorRT-RTX: 1.7.1) "
+                        "(default: the installed one, else 10.3; TensorRT-RTX 1.7.1)")
     p.set_defaults(func=cmd_build)
 
 

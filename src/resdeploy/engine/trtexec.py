@@ -17,7 +17,7 @@ __all__ = ["GENERATIONS", "TrtexecLine", "trtexec_line", "trtexec_script"]
 # One release per generation for the script (within a generation only DLA differs): the floor
 # JetPack of each, and what `sh trtexec.sh` picks by the installed version's major number.
 GENERATIONS = (("8.6", "8.6", "JetPack 6.0"), ("10", "10.3", "JetPack 6.1/6.2 (10.3), JetPack 7.0/7.1 (10.13)"),
-               ("11", "11.4.1", "JetPack 7.2.2+, desktops"), ("rtx", "1.4", "RTX PCs: TensorRT-RTX's tensorrt_rtx"))
+               ("11", "11.4.1", "JetPack 7.2.2+, desktops"), ("rtx", "1.7.1", "RTX PCs: TensorRT-RTX's tensorrt_rtx"))
 _TOOL = {"rtx": ('tensorrt_rtx ', '"$TENSORRT_RTX" ')}
 
 
