@@ -142,10 +142,17 @@ def test_cli_refuses_what_no_parser_reads(rtx, demo_variants, tmp_path, run_cli,
         assert not out.exists() and not (tmp_path / "x.engine.json").exists() and r.out == ""
 
 
-def test_the_refusal_is_the_same_without_nvidias_libraries(demo_variants, tmp_path, run_cli, monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)
-    r = run_cli("build", demo_variants["int8-cpu"], "-o", tmp_path / "x.engine")
-    assert_clean_error(r, 2, "quantized for the CPU", "--target tensorrt")
+def test_the_refusal_is_the_same_without_nvidias_libraries(rtx, demo_variants, tmp_path, run_cli, monkeypatch) -> None:
+    bad = write_all(tmp_path)["int32-bias"]
+    for onnx_path in (demo_variants["int8-cpu"], bad):
+        args = ("build", onnx_path, "-o", tmp_path / "x.engine")
+        with_rtx = run_cli(*args)
+        with monkeypatch.context() as m:
+            m.setitem(sys.modules, "tensorrt_rtx", None)
+            without = run_cli(*args)
+        assert_clean_error(without, 2, "--target tensorrt")
+        assert without.err == with_rtx.err
+    assert "'conv1.bias_DequantizeLinear' (DequantizeLinear) dequantizes an int32 initialiser" in without.err
 
 
 def test_print_trtexec_for_tensorrt_rtx(demo_variants, run_cli) -> None:
