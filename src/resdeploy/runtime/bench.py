@@ -173,7 +173,7 @@ def environment(threads: int | None, isolation: str) -> dict[str, Any]:
 
     versions: dict[str, str] = {"python": platform.python_version()}
     for pkg in ("resdeploy", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "torchvision", "tensorrt",
-                "openvino"):
+                "tensorrt-rtx", "openvino"):
         try:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
