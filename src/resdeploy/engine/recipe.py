@@ -48,7 +48,6 @@ class Family:
     module: str  # its Python module
     label: str  # for messages
     cli: str  # its command-line tool
-    install: str  # how to get its Python module
     needs_gpu_to_build: bool  # TensorRT builds on (and for) the GPU it runs on; TensorRT-RTX ahead of time
     timing_cache: bool  # TensorRT-RTX's timing-cache calls are no-ops (deprecated in 1.2)
     dla: bool
@@ -57,12 +56,9 @@ class Family:
 
 
 FAMILIES = {
-    "tensorrt": Family("tensorrt", "tensorrt", "TensorRT", "trtexec",
-                       "JetPack: apt install python3-libnvinfer; desktop: pip install --extra-index-url "
-                       "https://pypi.nvidia.com tensorrt", needs_gpu_to_build=True, timing_cache=True, dla=True,
-                       uint8_qdq=False, compute_capabilities=False),
-    "tensorrt-rtx": Family("tensorrt-rtx", "tensorrt_rtx", "TensorRT-RTX", "tensorrt_rtx",
-                           "pip install 'resdeploy[rtx]' (Linux/Windows x86_64)", needs_gpu_to_build=False,
+    "tensorrt": Family("tensorrt", "tensorrt", "TensorRT", "trtexec", needs_gpu_to_build=True, timing_cache=True,
+                       dla=True, uint8_qdq=False, compute_capabilities=False),
+    "tensorrt-rtx": Family("tensorrt-rtx", "tensorrt_rtx", "TensorRT-RTX", "tensorrt_rtx", needs_gpu_to_build=False,
                            timing_cache=False, dla=False, uint8_qdq=True, compute_capabilities=True),
 }
 
@@ -138,11 +134,11 @@ class TrtVersion:
 def parse_version(text: str, builder: str = "tensorrt") -> TrtVersion:
     """``8.6``, ``10.3``, ``10.13.3.9``, ``11.4.1`` -> :class:`TrtVersion`; refuses what resdeploy
     does not build for (8.5 and older: JetPack 5 ships Python 3.8, below requires-python).
-    TensorRT-RTX releases are 1.x (1.4 is the oldest tested)."""
+    TensorRT-RTX releases are 1.x (1.7.1 is resdeploy's floor: 1.4-1.6 fail INT8 builds without a GPU)."""
     m = re.fullmatch(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:\.(\d+))?(?:[.+-].*)?", text.strip())
     label = family(builder).label
     if not m:
-        example = "1.4 or 1.7.1" if builder == "tensorrt-rtx" else "8.6, 10.3, 10.13 or 11.4.1"
+        example = "1.7 or 1.7.1" if builder == "tensorrt-rtx" else "8.6, 10.3, 10.13 or 11.4.1"
         raise UsageError(f"cannot read {label} version {text!r}; write it as {example}")
     major, minor, patch, build = (int(g) if g is not None else None for g in m.groups())
     assert major is not None
@@ -212,12 +208,7 @@ def _check_dla(version: TrtVersion, precision: str) -> None:
 
 def _rtx_recipe(version: TrtVersion, precision: str, config: BuildConfig) -> Recipe:
     """TensorRT-RTX: TensorRT 11's API (strongly typed, no precision flags), built ahead of time
-    for the compute capabilities asked for (default: its portable set); no DLA, no timing cache."""
-    if config.dla_core is not None:
-        raise UsageError("TensorRT-RTX has no DLA; drop --dla-core, or build for a Jetson with --runtime tensorrt")
-    if config.timing_cache:
-        raise UsageError("TensorRT-RTX has no timing cache (its timing-cache calls are no-ops since 1.2; it caches "
-                         "JIT-compiled kernels at run time instead); drop --timing-cache")
+    for the compute capabilities asked for (default: its portable set)."""
     notes = ["strongly typed: each layer runs in the type the ONNX gives it; no precision flags",
              "compute capabilities: " + (", ".join(config.compute_capabilities) if config.compute_capabilities
                                          else "TensorRT-RTX's default portable set (Ampere and later; 7.5 only when named)")]
@@ -229,6 +220,18 @@ def _rtx_recipe(version: TrtVersion, precision: str, config: BuildConfig) -> Rec
                   builder="tensorrt-rtx", compute_capabilities=config.compute_capabilities)
 
 
+def _check_family(fam: Family, config: BuildConfig) -> None:
+    """Refuse options the family has no use for (its row of FAMILIES says which)."""
+    if config.dla_core is not None and not fam.dla:
+        raise UsageError(f"{fam.label} has no DLA; drop --dla-core, or build for a Jetson with --runtime tensorrt")
+    if config.timing_cache and not fam.timing_cache:
+        raise UsageError(f"{fam.label} has no timing cache (its timing-cache calls are no-ops since 1.2; it caches "
+                         "JIT-compiled kernels at run time instead); drop --timing-cache")
+    if config.compute_capabilities and not fam.compute_capabilities:
+        raise UsageError(f"--compute-capability is for TensorRT-RTX (--runtime tensorrt-rtx); {fam.label} builds for "
+                         "the GPU it runs on")
+
+
 def choose_recipe(trt_version: str, precision: str, config: BuildConfig, builder: str = "tensorrt") -> Recipe:
     """The builder settings for this release of ``builder`` (a key of FAMILIES) and this ONNX
     precision (fp32|fp16|int8)."""
@@ -236,11 +239,9 @@ def choose_recipe(trt_version: str, precision: str, config: BuildConfig, builder
     gen = version.generation
     if precision not in ("fp32", "fp16", "int8"):
         raise UsageError(f"cannot build an engine from a {precision} ONNX; give an FP32, FP16 or INT8 Q/DQ ONNX")
+    _check_family(family(builder), config)
     if builder == "tensorrt-rtx":
         return _rtx_recipe(version, precision, config)
-    if config.compute_capabilities:
-        raise UsageError("--compute-capability is for TensorRT-RTX (--runtime tensorrt-rtx); TensorRT builds for "
-                         "the GPU it runs on")
     dla = config.dla_core is not None
     if dla:
         _check_dla(version, precision)
