@@ -70,6 +70,7 @@ def test_only_tensorrt_rtx_installed_builds_every_tensorrt_variant(demo_run) -> 
     assert "build:int8-cpu" not in {s["name"] for s in report["stages"]}
     script = (out / "trtexec.sh").read_text()
     assert "int8-cpu" not in script and script.count('"$TENSORRT_RTX" --onnx=') == 3
+    assert "--saveEngine=fashion-resnet18-int8-tensorrt.engine --minShapes=input:1x3x32x32" in script
     assert "built by tensorrt-rtx" in (out / "report.md").read_text()
     assert not {v["backend"] for v in report["variants"]} & {"tensorrt", "tensorrt-rtx"}, "nothing here runs them"
 

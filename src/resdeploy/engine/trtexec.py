@@ -75,7 +75,8 @@ def trtexec_script(entries: Sequence[tuple[OnnxInfo, str]], config: BuildConfig)
         lines.append(f'if [ "$GEN" = {gen} ]; then  # {where}')
         builder = "tensorrt-rtx" if gen == "rtx" else "tensorrt"
         tool, var = _TOOL.get(gen, ("trtexec ", '"$TRTEXEC" '))
-        for info, plan in entries:
+        for info, name in entries:
+            plan = str(Path(name).with_suffix(".engine")) if builder == "tensorrt-rtx" else name  # as `run` names them
             try:
                 line = trtexec_line(info, plan, version, config, onnx=Path(info.path).name, builder=builder)
             except UsageError as exc:
