@@ -11,7 +11,6 @@ import pytest
 
 from resdeploy.engine import BuildConfig, build_engine
 from resdeploy.errors import BuildError, UsageError
-from resdeploy.quantize import QuantizeConfig, quantize
 from resdeploy.runtime import Artifact, open_session
 
 from ..conftest import assert_clean_error
@@ -21,12 +20,8 @@ DEVICE = ("Fake Orin", (8, 7))
 
 
 @pytest.fixture(scope="module")
-def onnx_by_precision(zoo_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("prec")
-    paths = {"fp32": zoo_onnx, "fp16": d / "fp16.onnx", "int8": d / "int8.onnx"}
-    quantize(zoo_onnx, paths["fp16"], QuantizeConfig(precision="fp16"))
-    quantize(zoo_onnx, paths["int8"], QuantizeConfig(precision="int8", calib="fashion-mnist:train", calib_size=64))
-    return paths
+def onnx_by_precision(demo_variants: dict[str, Path]) -> dict[str, Path]:
+    return {"fp32": demo_variants["fp32"], "fp16": demo_variants["fp16"], "int8": demo_variants["int8-tensorrt"]}
 
 
 def fake(monkeypatch: pytest.MonkeyPatch, version: str):
