@@ -336,6 +336,9 @@ def test_bad_profile_is_a_usage_error(onnx_by_precision, run_cli) -> None:
 
 def test_unreadable_timing_cache_is_a_rejected_one(monkeypatch, tmp_path, onnx_by_precision, caplog) -> None:
     """``create_timing_cache`` of bytes TensorRT cannot read gives None (Polygraphy guards it): rejected, not a crash."""
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("resdeploy"), "propagate", True)  # a CLI test before may have stopped it
     trt = fake(monkeypatch, "10.3.0.30")
     cache = tmp_path / "t.cache"
     cache.write_bytes(UNREADABLE_CACHE)
