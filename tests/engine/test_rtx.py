@@ -174,3 +174,14 @@ def test_print_trtexec_for_tensorrt_rtx(demo_variants, run_cli) -> None:
     r = run_cli("build", demo_variants["fp16"], "-o", "m.plan", "--print-trtexec", "--compute-capability", "8.6",
                 "--runtime", "tensorrt")
     assert_clean_error(r, 2, "--compute-capability is for TensorRT-RTX")
+
+
+def test_print_trtexec_auto_follows_what_is_installed(rtx, demo_variants, run_cli) -> None:
+    """No TensorRT here, TensorRT-RTX installed: auto prints tensorrt_rtx's command; --trt-version names TensorRT's."""
+    r = run_cli("build", demo_variants["int8-tensorrt"], "-o", "m.engine", "--print-trtexec")
+    assert r.code == 0, r.err
+    lines = r.out.strip().splitlines()
+    assert lines[0].startswith(f"# TensorRT-RTX {rtx.__version__} (installed), int8 ONNX")
+    assert lines[-1].split()[0] == "tensorrt_rtx"
+    r = run_cli("build", demo_variants["int8-tensorrt"], "-o", "m.plan", "--print-trtexec", "--trt-version", "10.3")
+    assert r.code == 0 and r.out.strip().splitlines()[-1].split()[0] == "trtexec"
