@@ -7,7 +7,9 @@ STAMP := $(VENV)/.resdeploy-installed
 # torch is a range in pyproject (Jetson users bring NVIDIA's wheels); here we pick the build
 # this machine serves from disk. Override with `make TORCH_SPEC= ...` to keep your own.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS := dev,openvino
+comma := ,
+# The rtx extra (TensorRT for RTX, whose builder runs without a GPU) where NVIDIA publishes wheels: x86_64.
+EXTRAS := dev,openvino$(if $(filter x86_64 amd64 AMD64,$(shell uname -m)),$(comma)rtx)
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 # mypy over the TensorRT modules runs against tensorrt-stubs in a venv of its own (TENSORRT.md).
 STUBS_VENV ?= .venv-trt-stubs
@@ -57,7 +59,7 @@ $(OLDEST_VENV)/.ready: pyproject.toml tools/oldest_constraints.py | $(PY)
 	@test -n "$(OLDEST_PYTHON)" || { echo "error: no Python 3.10 found; set OLDEST_PYTHON=/path/to/python3.10" >&2; exit 2; }
 	rm -rf $(OLDEST_VENV)
 	$(OLDEST_PYTHON) -m venv $(OLDEST_VENV)
-	$(PY) tools/oldest_constraints.py dev openvino > $(OLDEST_VENV)/constraints.txt
+	$(PY) tools/oldest_constraints.py $(subst $(comma), ,$(EXTRAS)) > $(OLDEST_VENV)/constraints.txt
 	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
 	mkdir -p $(WHEELHOUSE)
 	@ls $(WHEELHOUSE)/torch-2.3.0-*.whl >/dev/null 2>&1 || $(OLDEST_VENV)/bin/python -m pip wheel --quiet \

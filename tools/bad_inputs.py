@@ -197,7 +197,8 @@ def _cases(d: Path, fp32: Path) -> list[Case]:
         Case("max-drop negative", ["quantize", str(fp32), "-o", str(out), "--precision", "int8", "--calib", fm,
                                    "--val", fm, "--max-drop", "-1"], absent=[out]),
         # TensorRT without TensorRT, and bad recipes
-        Case("build without TensorRT", ["build", str(fp32), "-o", str(d / "x.plan")], needle="tensorrt",
+        Case("build without TensorRT", ["build", str(fp32), "-o", str(d / "x.plan"), "--runtime", "tensorrt"],
+             needle="tensorrt",
              absent=[d / "x.plan"]),
         Case("trtexec for TensorRT 7", ["build", str(fp32), "-o", str(d / "x.plan"), "--print-trtexec",
                                         "--trt-version", "7.1"], absent=[d / "x.plan"]),

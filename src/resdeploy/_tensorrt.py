@@ -10,12 +10,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["INSTALL_HINT", "cuda_device", "import_tensorrt", "install_hint", "tensorrt_unavailable_reason"]
+__all__ = ["INSTALL_HINT", "RTX_INSTALL_HINT", "cuda_device", "import_builder", "import_tensorrt", "install_hint",
+           "tensorrt_unavailable_reason"]
 
 INSTALL_HINT = (
     "TensorRT's Python bindings are not installed (JetPack: apt install python3-libnvinfer; "
     "desktop: pip install --extra-index-url https://pypi.nvidia.com tensorrt)"
 )
+
+
+RTX_INSTALL_HINT = ("TensorRT-RTX's Python module is not installed (pip install 'resdeploy[rtx]'; "
+                    "Linux and Windows x86_64 only: NVIDIA publishes no aarch64 wheels)")
 
 
 # Where JetPack's python3-libnvinfer (and NVIDIA's Debian packages) put the bindings.
@@ -38,14 +43,19 @@ def install_hint() -> str:
             "them; recreate it with `python3 -m venv --system-site-packages`")
 
 
-def import_tensorrt() -> Any:
-    """The real ``tensorrt`` module, or None. tensorrt-stubs alone make ``import tensorrt``
-    succeed as an empty namespace package, so look for ``Builder``."""
+def import_builder(module: str) -> Any:
+    """The real ``tensorrt`` or ``tensorrt_rtx`` module, or None. tensorrt-stubs alone make
+    ``import tensorrt`` succeed as an empty namespace package, so look for ``Builder``."""
     try:
-        trt = importlib.import_module("tensorrt")
+        trt = importlib.import_module(module)
     except ImportError:
         return None
     return trt if hasattr(trt, "Builder") else None
+
+
+def import_tensorrt() -> Any:
+    """The real ``tensorrt`` module, or None."""
+    return import_builder("tensorrt")
 
 
 def cuda_device(index: int = 0) -> tuple[str, tuple[int, int]] | None:

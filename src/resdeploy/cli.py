@@ -186,31 +186,51 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trtexec_builder(runtime: str, trt_version: str | None) -> tuple[str, str, str]:
+    """(family, version, where the version came from) for --print-trtexec: ``auto`` is TensorRT
+    where it is importable (or --trt-version names a TensorRT release), else TensorRT-RTX."""
+    from ._tensorrt import import_builder
+    from .engine import FAMILIES
+
+    if runtime == "auto":
+        if trt_version or import_builder("tensorrt") is not None:
+            runtime = "tensorrt"
+        else:
+            runtime = "tensorrt-rtx" if import_builder("tensorrt_rtx") is not None else "tensorrt"
+    mod = import_builder(FAMILIES[runtime].module)
+    if trt_version:
+        return runtime, trt_version, "given"
+    if mod is not None:
+        return runtime, mod.__version__, "installed"
+    return runtime, "10.3" if runtime == "tensorrt" else "1.7.1", "default, none installed"
+
+
 def cmd_build(args: argparse.Namespace) -> int:
-    from ._tensorrt import import_tensorrt
-    from .engine import BuildConfig, build_engine, inspect_onnx, trtexec_line
+    from .engine import FAMILIES, BuildConfig, build_engine, inspect_onnx, trtexec_line
 
     config = BuildConfig(min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
-                         workspace_mib=args.workspace, timing_cache=args.timing_cache, dla_core=args.dla_core)
+                         workspace_mib=args.workspace, timing_cache=args.timing_cache, dla_core=args.dla_core,
+                         compute_capabilities=tuple(args.compute_capability or ()))
     if args.print_trtexec:
-        trt = import_tensorrt()
-        version = args.trt_version or (trt.__version__ if trt is not None else "10.3")
+        builder, version, source = _trtexec_builder(args.runtime, args.trt_version)
         info = inspect_onnx(args.input)
-        line = trtexec_line(info, str(args.output), version, config)
-        source = "given" if args.trt_version else "installed" if trt is not None else "default, none installed"
-        print(f"# TensorRT {version} ({source}), {info.precision} ONNX; recipe for TensorRT {line.recipe.generation}")
+        line = trtexec_line(info, str(args.output), version, config, builder=builder)
+        print(f"# {FAMILIES[builder].label} {version} ({source}), {info.precision} ONNX; recipe for "
+              f"{FAMILIES[builder].label} {line.recipe.generation}")
         for note in line.recipe.notes:
             print(f"# {note}")
         print(line.text)
         return 0
     if args.trt_version:
         raise UsageError("--trt-version goes with --print-trtexec; a build uses the installed TensorRT")
-    r = build_engine(args.input, args.output, config)
+    r = build_engine(args.input, args.output, config, runtime=args.runtime)
     rec = r.record
-    print(f"built {r.plan} with TensorRT {rec['tensorrt_version']} on {rec['gpu']} (sm {rec['compute_capability']})")
-    print(f"  {rec['precision']} ONNX, recipe for TensorRT {rec['recipe']['generation']}: "
+    where = f"on {rec['gpu']} (sm {rec['compute_capability']})" if rec["gpu"] else "ahead of time, without a GPU"
+    print(f"built {r.plan} with {rec['builder']['name']} {rec['builder']['version']} {where}; "
+          f"compute capabilities: {rec['compute_capabilities_targeted']}")
+    print(f"  {rec['precision']} ONNX, recipe for {rec['builder']['name']} {rec['recipe']['generation']}: "
           f"strongly typed {rec['recipe']['strongly_typed']}, flags +{rec['recipe']['set_flags']} -{rec['recipe']['cleared_flags']}")
-    print(f"  profile {rec['profile']}; record {r.plan}.json; {r.seconds:.0f} s")
+    print(f"  profile {rec['profile']}; record {r.plan}.json; {r.seconds:.1f} s")
     return 0
 
 
@@ -417,10 +437,16 @@ def _add_quantize(sub: Sub) -> None:
     p.set_defaults(func=cmd_quantize)
 
 
-def _add_build(sub: Sub) -> None:
-    from .engine import BuildConfig
+def _compute_capabilities(text: str) -> tuple[str, ...]:
+    return tuple(c.strip() for c in text.split(",") if c.strip())
 
-    p = sub.add_parser("build", help="TensorRT engine (.plan) with the recipe of the installed TensorRT", formatter_class=_Help)
+
+def _add_build(sub: Sub) -> None:
+    from .engine import FAMILIES, BuildConfig
+    from .engine.recipe import RTX_TARGETS
+
+    p = sub.add_parser("build", help="TensorRT or TensorRT-RTX engine with the recipe of the installed release",
+                       formatter_class=_Help)
     p.add_argument("input", metavar="IN.onnx", help="FP32, FP16 or INT8 Q/DQ ONNX from resdeploy")
     p.add_argument("-o", "--output", required=True, metavar="OUT.plan")
     p.add_argument("--min-batch", type=_positive_int, default=_default(BuildConfig, "min_batch"), help="profile minimum batch")
@@ -430,10 +456,16 @@ def _add_build(sub: Sub) -> None:
                    help="workspace memory pool limit (default: TensorRT's; keep it small on Jetson)")
     p.add_argument("--timing-cache", metavar="PATH", help="loaded if present, saved after the build")
     p.add_argument("--dla-core", type=int, metavar="N", help="build for DLA core N with GPU fallback (Jetson Orin; static batch)")
-    p.add_argument("--print-trtexec", action="store_true", help="print the equivalent trtexec command instead (no TensorRT needed)")
+    p.add_argument("--runtime", choices=("auto", *FAMILIES), default="auto",
+                   help="builder family: auto = TensorRT where importable, else TensorRT-RTX (RTX PCs; builds "
+                        "without a GPU)")
+    p.add_argument("--compute-capability", type=_compute_capabilities, metavar="CC[,CC...]",
+                   help="TensorRT-RTX targets: " + ", ".join(RTX_TARGETS) + " (default: its portable set, Ampere and later)")
+    p.add_argument("--print-trtexec", action="store_true",
+                   help="print the equivalent trtexec (tensorrt_rtx) command instead (neither needs to be installed)")
     p.add_argument("--trt-version", metavar="X.Y[.Z]",
-                   help="with --print-trtexec: the TensorRT release, e.g. 8.6, 10.3, 10.13, 11.4.1 "
-                        "(default: the installed one, else 10.3)")
+                   help="with --print-trtexec: the release, e.g. 8.6, 10.3, 10.13, 11.4.1 (TensorRT-RTX: 1.7.1) "
+                        "(default: the installed one, else 10.3; TensorRT-RTX 1.7.1)")
     p.set_defaults(func=cmd_build)
 
 

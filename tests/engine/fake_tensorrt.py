@@ -12,7 +12,8 @@ against tensorrt-stubs), and models per generation what the release branches' bi
 - builds that TensorRT refuses return None with an ERROR in the log: a precision flag on a
   strongly typed network, a Q/DQ network built weakly typed without ``INT8`` (8.6), a DLA build
   when the device has no DLA core (11.0-11.3, 11.4.0 off Windows on Arm);
-- ``set_timing_cache`` returns False for a cache from another device or release;
+- ``create_timing_cache`` of unreadable bytes gives None (as Polygraphy guards it);
+  ``set_timing_cache`` returns False for a cache from another device or release;
   ``add_optimization_profile`` returns -1 for an invalid profile (min > opt > max, none set);
 - ``Runtime`` / ``ICudaEngine`` / ``IExecutionContext``: a DLA plan deserialised without
   ``runtime.DLA_core`` fails; ``set_input_shape`` outside the profile returns False;
@@ -23,6 +24,14 @@ against tensorrt-stubs), and models per generation what the release branches' bi
   engine computes the parsed ONNX itself (through ONNX Runtime), optionally with ``faults``
   (node name -> relative noise on its weights, a kernel bug stand-in), and hands every float
   activation to the listener.
+
+- the ONNX parser rejects what NVIDIA's rejects (``_parser_rejection``; the parity test in
+  ``test_rtx.py`` holds it to TensorRT-RTX's real parser on one catalogue of ONNX files):
+  non-zero zero points, DequantizeLinear of int32 (quantized biases), uint8 Q/DQ (TensorRT
+  only; TensorRT-RTX reads it), a DequantizeLinear fed by an int8 initialiser (8.6 only), ops
+  with no importer (ONNX Runtime's QOperator format);
+- ``make_fake("1.7.1.116", builder="tensorrt-rtx")`` is a ``tensorrt_rtx``: TensorRT 11's enums,
+  ``ComputeCapability`` targets on the builder config, no DLA, timing cache calls that warn.
 
 What it cannot prove: that TensorRT parses resdeploy's ONNX, which kernels it picks, that INT8
 layers fuse, numerics, CUDA streams, events and graphs, or anything about a real device. Every
@@ -42,6 +51,7 @@ import numpy as np
 import torch
 
 OTHER_DEVICE_CACHE = b"TIMING-CACHE-FROM-ANOTHER-GPU"
+UNREADABLE_CACHE = b"NOT-A-TIMING-CACHE"  # create_timing_cache gives None
 NUM_CLASSES = 10
 
 
@@ -96,11 +106,45 @@ def _onnx_activations(path: str, x: np.ndarray, faults: dict[str, float]) -> tup
     return outs[model.graph.output[0].name], {n: outs[n] for n in names}
 
 
+_NO_IMPORTER = {"QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool",
+                "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"}
+
+
+def _parser_rejection(path: str, generation: str) -> tuple[str, str] | None:
+    """(node name, NVIDIA's reason) for the first node the ONNX parser of ``generation``
+    ("8.6", "10", "11" or "rtx") rejects, or None. Modelled on the messages seen from TensorRT-RTX
+    1.7.1's parser and those documented for TensorRT (TENSORRT.md)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(path)
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type in _NO_IMPORTER:
+            return node.name, f"No importer registered for op: {node.op_type}"
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        x = consts.get(node.input[0])
+        if node.op_type == "DequantizeLinear" and x is not None and x.dtype == np.int32:
+            return node.name, f"{node.name}: input has type Int32 but must have type FP8, FP4, Int4, Int8, or UInt8"
+        if node.op_type == "DequantizeLinear" and x is not None and x.dtype == np.int8 and generation == "8.6":
+            return node.name, "only activation types allowed as input to this layer"
+        zp = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if zp is not None and np.any(zp != 0):
+            return node.name, "Assertion failed: shiftIsAllZeros(zeroPoint): Non-zero zero point is not supported"
+        uint8 = (zp is not None and zp.dtype == np.uint8) or (zp is None and node.op_type == "QuantizeLinear")
+        if uint8 and generation != "rtx":
+            return node.name, "UINT8 quantization is only supported on DLA"
+    return None
+
+
 def make_fake(version: str, *, dla_cores: int | None = None, execute_onnx: bool = False,
-              faults: dict[str, float] | None = None) -> types.ModuleType:
-    major, minor, patch = _version(version)
+              faults: dict[str, float] | None = None, builder: str = "tensorrt") -> types.ModuleType:
+    rtx = builder == "tensorrt-rtx"
+    major, minor, patch = (11, 0, 0) if rtx else _version(version)  # TensorRT-RTX's API is TensorRT 11's
+    generation = "rtx" if rtx else "8.6" if major == 8 else str(major)
     calls: list[tuple[Any, ...]] = []
-    m = types.ModuleType("tensorrt")
+    m = types.ModuleType("tensorrt_rtx" if rtx else "tensorrt")
     m.__version__ = version
     m.calls = calls  # type: ignore[attr-defined]
     m.memory = {}  # type: ignore[attr-defined]  # device address -> the test's tensor
@@ -108,8 +152,14 @@ def make_fake(version: str, *, dla_cores: int | None = None, execute_onnx: bool 
     for name, obj in enums.items():
         setattr(m, name, obj)
     BuilderFlag, Creation, DataType = enums["BuilderFlag"], enums["NetworkDefinitionCreationFlag"], enums["DataType"]
-    if dla_cores is None:  # Orin has 2; TensorRT 11.0-11.4.0 on Jetson has none
-        dla_cores = 0 if major == 11 and (minor, patch) < (4, 1) else 2
+    if rtx:
+        m.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", ["STRONGLY_TYPED"], start=0)  # type: ignore[attr-defined]
+        m.ComputeCapability = enum.IntEnum(  # type: ignore[attr-defined]
+            "ComputeCapability", {"NONE": 0, "CURRENT": 1, "SM75": 75, "SM80": 80, "SM86": 86, "SM89": 89,
+                                  "SM120": 120, "SM121": 121})
+        Creation = m.NetworkDefinitionCreationFlag  # type: ignore[attr-defined]
+    if dla_cores is None:  # Orin has 2; TensorRT 11.0-11.4.0 on Jetson has none; TensorRT-RTX has no DLA
+        dla_cores = 0 if rtx or (major == 11 and (minor, patch) < (4, 1)) else 2
     precision_flags = {f for f in ("FP16", "INT8", "BF16") if hasattr(BuilderFlag, f)}
     debug_api = (major, minor) >= (10, 12)
 
@@ -152,6 +202,8 @@ def make_fake(version: str, *, dla_cores: int | None = None, execute_onnx: bool 
             self.DLA_core = -1
             self.cache: TimingCache | None = None
             self.profiles: list[Profile] = []
+            self.num_compute_capabilities = 0
+            self.targets: dict[int, str] = {}
 
         def set_flag(self, flag: Any) -> None:
             calls.append(("config.set_flag", flag.name))
@@ -164,9 +216,22 @@ def make_fake(version: str, *, dla_cores: int | None = None, execute_onnx: bool 
         def set_memory_pool_limit(self, pool: Any, size: int) -> None:
             calls.append(("config.set_memory_pool_limit", pool.name, size))
 
-        def create_timing_cache(self, data: bytes) -> TimingCache:
+        def create_timing_cache(self, data: bytes) -> TimingCache | None:
             calls.append(("config.create_timing_cache", bytes(data)))
+            if rtx:
+                import warnings
+
+                warnings.warn("Timing cache operations are no-ops in TensorRT-RTX.", DeprecationWarning, stacklevel=2)
+            if bytes(data).startswith(UNREADABLE_CACHE):
+                return None
             return TimingCache(data)
+
+        def set_compute_capability(self, cc: Any, index: int) -> bool:
+            calls.append(("config.set_compute_capability", cc.name, index))
+            if not rtx or cc.name == "NONE" or not 0 <= index < self.num_compute_capabilities:
+                return False
+            self.targets[index] = cc.name
+            return True
 
         def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> bool:
             calls.append(("config.set_timing_cache", cache.data))
@@ -202,7 +267,7 @@ def make_fake(version: str, *, dla_cores: int | None = None, execute_onnx: bool 
 
         @property
         def strongly_typed(self) -> bool:
-            if major == 11:
+            if major == 11 or rtx:
                 return True
             return major == 10 and bool(self.flags & (1 << int(Creation.STRONGLY_TYPED)))
 
@@ -214,7 +279,7 @@ def make_fake(version: str, *, dla_cores: int | None = None, execute_onnx: bool 
 
         def create_network(self, flags: int = 0) -> Network:
             calls.append(("builder.create_network", flags))
-            if major == 11 and flags & 1:
+            if major == 11 and not rtx and flags & 1:
                 raise TypeError("NetworkDefinitionCreationFlag.EXPLICIT_BATCH does not exist in TensorRT 11")
             return Network(flags)
 
@@ -247,6 +312,7 @@ def make_fake(version: str, *, dla_cores: int | None = None, execute_onnx: bool 
                 "profile": [list(map(list, s)) for p in config.profiles for s in p.shapes.values()],
                 "onnx": network.onnx_path,
                 "debug": network.debug,
+                "compute_capabilities": [config.targets.get(i) for i in range(config.num_compute_capabilities)],
             }
             calls.append(("builder.build_serialized_network", state))
             reason = self._refusal(network, config)
@@ -256,8 +322,14 @@ def make_fake(version: str, *, dla_cores: int | None = None, execute_onnx: bool 
             return b"FAKEPLAN" + json.dumps(state, sort_keys=True).encode()
 
     class ParserError:
+        def __init__(self, node: str = "", text: str = "Unsupported ONNX op") -> None:
+            self.node, self.text = node, text
+
         def desc(self) -> str:
-            return "Unsupported ONNX op"
+            return f"Invalid Node - {self.node}\n{self.text}" if self.node else self.text
+
+        def node_name(self) -> str:
+            return self.node
 
     class OnnxParser:
         fail = False
@@ -266,6 +338,7 @@ def make_fake(version: str, *, dla_cores: int | None = None, execute_onnx: bool 
             self.network = network
             self.num_errors = 0
             self.flags: list[Any] = []
+            self.errors: list[ParserError] = []
 
         def set_flag(self, flag: Any) -> None:
             calls.append(("parser.set_flag", flag.name))
@@ -276,14 +349,18 @@ def make_fake(version: str, *, dla_cores: int | None = None, execute_onnx: bool 
 
             calls.append(("parser.parse_from_file", path))
             if OnnxParser.fail:
-                self.num_errors = 1
+                self.errors, self.num_errors = [ParserError()], 1
+                return False
+            rejected = _parser_rejection(path, generation)
+            if rejected is not None:
+                self.errors, self.num_errors = [ParserError(*rejected)], 1
                 return False
             self.network.has_qdq = any(n.op_type == "QuantizeLinear" for n in onnx.load(path).graph.node)
             self.network.onnx_path = path
             return True
 
         def get_error(self, i: int) -> ParserError:
-            return ParserError()
+            return self.errors[i]
 
     class Dims(tuple):
         pass

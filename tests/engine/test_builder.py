@@ -11,22 +11,17 @@ import pytest
 
 from resdeploy.engine import BuildConfig, build_engine
 from resdeploy.errors import BuildError, UsageError
-from resdeploy.quantize import QuantizeConfig, quantize
 from resdeploy.runtime import Artifact, open_session
 
 from ..conftest import assert_clean_error
-from .fake_tensorrt import OTHER_DEVICE_CACHE, make_fake
+from .fake_tensorrt import OTHER_DEVICE_CACHE, UNREADABLE_CACHE, make_fake
 
 DEVICE = ("Fake Orin", (8, 7))
 
 
 @pytest.fixture(scope="module")
-def onnx_by_precision(zoo_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("prec")
-    paths = {"fp32": zoo_onnx, "fp16": d / "fp16.onnx", "int8": d / "int8.onnx"}
-    quantize(zoo_onnx, paths["fp16"], QuantizeConfig(precision="fp16"))
-    quantize(zoo_onnx, paths["int8"], QuantizeConfig(precision="int8", calib="fashion-mnist:train", calib_size=64))
-    return paths
+def onnx_by_precision(demo_variants: dict[str, Path]) -> dict[str, Path]:
+    return {"fp32": demo_variants["fp32"], "fp16": demo_variants["fp16"], "int8": demo_variants["int8-tensorrt"]}
 
 
 def fake(monkeypatch: pytest.MonkeyPatch, version: str):
@@ -122,7 +117,7 @@ def test_invalid_profile_is_refused_not_built(monkeypatch) -> None:
     builder = trt.Builder(trt.ILogger())
     cfg = builder.create_builder_config()
     with pytest.raises(UsageError, match="rejected the optimisation profile"):
-        _set_profile(builder, cfg, "input", {"min": (8, 3, 32, 32), "opt": (4, 3, 32, 32), "max": (2, 3, 32, 32)})
+        _set_profile(trt, builder, cfg, "input", {"min": (8, 3, 32, 32), "opt": (4, 3, 32, 32), "max": (2, 3, 32, 32)})
 
 
 @pytest.mark.parametrize("version", ["10.3.0", "11.4.1"])
@@ -257,8 +252,16 @@ def test_parser_failure_is_a_stage_error_and_writes_nothing(monkeypatch, tmp_pat
 
 def test_build_without_tensorrt(onnx_by_precision, tmp_path, run_cli) -> None:
     out = tmp_path / "r.plan"
-    r = run_cli("build", onnx_by_precision["fp32"], "-o", out)
+    r = run_cli("build", onnx_by_precision["fp32"], "-o", out, "--runtime", "tensorrt")
     assert_clean_error(r, 2, "TensorRT", "--print-trtexec")
+    assert not out.exists() and not (tmp_path / "r.plan.json").exists()
+
+
+def test_auto_without_either_builder_names_both(onnx_by_precision, tmp_path, run_cli, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)  # as on aarch64, where no wheel exists
+    out = tmp_path / "r.plan"
+    r = run_cli("build", onnx_by_precision["fp32"], "-o", out)
+    assert_clean_error(r, 2, "neither TensorRT nor TensorRT-RTX", "python3-libnvinfer", "resdeploy[rtx]", "--print-trtexec")
     assert not out.exists() and not (tmp_path / "r.plan.json").exists()
 
 
@@ -274,7 +277,7 @@ def test_jetpack_bindings_this_python_cannot_import_are_explained(onnx_by_precis
     site = tmp_path / "usr" / "lib" / f"python{version}" / "dist-packages" / "tensorrt"
     site.mkdir(parents=True)
     monkeypatch.setattr(probe, "SYSTEM_SITE", (str(tmp_path / "usr/lib/python3*/dist-packages/tensorrt"),))
-    r = run_cli("build", onnx_by_precision["fp32"], "-o", tmp_path / "r.plan")
+    r = run_cli("build", onnx_by_precision["fp32"], "-o", tmp_path / "r.plan", "--runtime", "tensorrt")
     assert_clean_error(r, 2, needle, str(site))
 
 
@@ -320,7 +323,7 @@ def test_unsupported_tensorrt_versions_are_named(onnx_by_precision, run_cli) -> 
 
 def test_print_trtexec_shapes_follow_the_profile(onnx_by_precision, run_cli) -> None:
     cmd = trtexec(run_cli, onnx_by_precision["fp32"], "--min-batch", "2", "--opt-batch", "4", "--max-batch", "8",
-                  "--timing-cache", "t.cache")
+                  "--timing-cache", "t.cache", "--runtime", "tensorrt")
     assert "--minShapes=input:2x3x32x32" in cmd and "--optShapes=input:4x3x32x32" in cmd
     assert "--maxShapes=input:8x3x32x32" in cmd and "--timingCacheFile=t.cache" in cmd
     assert "--noTF32" in cmd
@@ -329,3 +332,28 @@ def test_print_trtexec_shapes_follow_the_profile(onnx_by_precision, run_cli) -> 
 def test_bad_profile_is_a_usage_error(onnx_by_precision, run_cli) -> None:
     r = run_cli("build", onnx_by_precision["fp32"], "-o", "m.plan", "--print-trtexec", "--min-batch", "8", "--max-batch", "4")
     assert_clean_error(r, 2, "--min-batch")
+
+
+def test_unreadable_timing_cache_is_a_rejected_one(monkeypatch, tmp_path, onnx_by_precision, caplog) -> None:
+    """``create_timing_cache`` of bytes TensorRT cannot read gives None (Polygraphy guards it): rejected, not a crash."""
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("resdeploy"), "propagate", True)  # a CLI test before may have stopped it
+    trt = fake(monkeypatch, "10.3.0.30")
+    cache = tmp_path / "t.cache"
+    cache.write_bytes(UNREADABLE_CACHE)
+    r = build_engine(onnx_by_precision["fp16"], tmp_path / "m.plan", BuildConfig(timing_cache=str(cache)), device=DEVICE)
+    assert names(trt, "config.create_timing_cache") == [UNREADABLE_CACHE, b""]
+    assert r.record["timing_cache"] == {"path": str(cache), "loaded": False, "rejected": True}
+    assert cache.read_bytes() == b"+tuned", "rewritten after the build"
+    assert "rejected the timing cache" in caplog.text
+
+
+def test_one_tensorrt_logger_per_process(monkeypatch, tmp_path, onnx_by_precision) -> None:
+    trt = fake(monkeypatch, "10.3.0.30")
+    loggers = []
+    real_builder = trt.Builder
+    monkeypatch.setattr(trt, "Builder", lambda logger: loggers.append(logger) or real_builder(logger))
+    for name in ("a", "b"):
+        build_engine(onnx_by_precision["fp16"], tmp_path / f"{name}.plan", device=DEVICE)
+    assert len(loggers) == 2 and loggers[0] is loggers[1]

@@ -23,12 +23,8 @@ DEVICE = ("Fake Orin", (8, 7))
 
 
 @pytest.fixture(scope="module")
-def fp16_onnx(zoo_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from resdeploy.quantize import QuantizeConfig, quantize
-
-    out = tmp_path_factory.mktemp("trt") / "fp16.onnx"
-    quantize(zoo_onnx, out, QuantizeConfig(precision="fp16"))
-    return out
+def fp16_onnx(demo_variants: dict[str, Path]) -> Path:
+    return demo_variants["fp16"]
 
 
 def plan_for(monkeypatch, tmp_path: Path, onnx: Path, version: str, config: BuildConfig = BuildConfig()) -> Any:

@@ -33,8 +33,6 @@ def test_report_has_the_contract_keys(demo_run) -> None:
         assert [b["batch"] for b in v["by_batch"]] == [1, 8]
     int8 = [v for v in report["variants"] if v["precision"] == "int8"]
     assert all(v["accuracy"]["agreement_top1"] >= 0.97 for v in int8)
-    build = next(s for s in report["stages"] if s["name"] == "build")
-    assert "TensorRT's Python bindings are not installed" in build["skipped"]
     assert "--stronglyTyped" in (out / "trtexec.sh").read_text()
     md = (out / "report.md").read_text()
     assert md.splitlines()[0].startswith("# resdeploy report") and "| int8-tensorrt |" in md
@@ -64,6 +62,36 @@ def test_report_says_which_gpu_backends_ran_and_what_the_others_lack(demo_run) -
     else:
         assert not any(b["ran"] for b in by.values()) and "No CUDA GPU is visible here" in md
         assert "pip install" in by["ort-cuda"]["missing"] and "pip install" in by["tensorrt"]["missing"]
+
+
+def test_only_tensorrt_rtx_installed_builds_every_tensorrt_variant(demo_run) -> None:
+    """No TensorRT here, TensorRT-RTX installed (the rtx extra, x86_64): the build stage builds an
+    engine of each TensorRT-targeted variant with NVIDIA's builder, says which builder accepted it,
+    and the cpu profile reaches neither a parser nor trtexec.sh."""
+    import platform
+
+    out, _, report, _ = demo_run
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        build = next(s for s in report["stages"] if s["name"] == "build")
+        assert "TensorRT-RTX" in build["skipped"]
+        pytest.skip(f"TensorRT-RTX publishes no wheel for {platform.machine()}")
+    import tensorrt_rtx
+
+    engines = {e["variant"]: e for e in report["engines"]}
+    assert set(engines) == {"fp32", "fp16", "int8-tensorrt"}
+    for name, e in engines.items():
+        assert e["builder"] == "tensorrt-rtx" and e["builder_version"] == tensorrt_rtx.__version__
+        assert e["compute_capabilities"] == "default" and e["runnable_here"] is False  # no RTX GPU here
+        engine = Path(e["artifact"])
+        assert engine.name == f"fashion-resnet18-{name}.engine" and engine.stat().st_size > 5_000_000
+        assert json.loads((engine.parent / (engine.name + ".json")).read_text())["builder"]["family"] == "tensorrt-rtx"
+    assert {s["name"] for s in report["stages"]} >= {"build:fp32", "build:fp16", "build:int8-tensorrt"}
+    assert "build:int8-cpu" not in {s["name"] for s in report["stages"]}
+    script = (out / "trtexec.sh").read_text()
+    assert "int8-cpu" not in script and script.count('"$TENSORRT_RTX" --onnx=') == 3
+    assert "--saveEngine=fashion-resnet18-int8-tensorrt.engine --minShapes=input:1x3x32x32" in script
+    assert "built by tensorrt-rtx" in (out / "report.md").read_text()
+    assert not {v["backend"] for v in report["variants"]} & {"tensorrt", "tensorrt-rtx"}, "nothing here runs them"
 
 
 def test_manifest_lists_every_file_with_its_hash(demo_run) -> None:

@@ -1,5 +1,6 @@
-"""``resdeploy build``: a TensorRT engine from an FP32, FP16 or INT8 (Q/DQ) ONNX, with the
-recipe of the installed TensorRT release, and a JSON record beside the plan.
+"""``resdeploy build``: a TensorRT or TensorRT-RTX engine from an FP32, FP16 or INT8 (Q/DQ) ONNX,
+with the recipe of the installed release of that builder family (a row of
+:data:`~resdeploy.engine.recipe.FAMILIES`), and a JSON record beside the engine.
 
 Composed of small steps in the manner of Polygraphy's loaders (``NetworkFromOnnxPath`` ->
 ``CreateConfig`` -> ``EngineBytesFromNetwork``): :func:`network_from_onnx`,
@@ -7,13 +8,15 @@ Composed of small steps in the manner of Polygraphy's loaders (``NetworkFromOnnx
 (``add_optimization_profile`` gives -1 on an invalid profile, ``set_timing_cache`` False for a
 cache from another device or release, ``build_serialized_network`` None on failure).
 
-NOT RUN BY THIS PROJECT ON A GPU: written from the TensorRT Python API documentation and the
-release branches' bindings, checked with mypy against tensorrt-stubs (10.13 API) and
-unit-tested against a fake that fails where TensorRT fails (``tests/engine/fake_tensorrt.py``).
+TensorRT (8.6/10.x/11.x) NOT RUN BY THIS PROJECT ON A GPU: written from the TensorRT Python API
+documentation and the release branches' bindings, checked with mypy against tensorrt-stubs (10.13
+API) and unit-tested against a fake that fails where TensorRT fails (``tests/engine/fake_tensorrt.py``).
+TensorRT-RTX builds ahead of time without a GPU: the tests run NVIDIA's own parser and builder.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
@@ -23,9 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__, _io, _onnx
-from .._tensorrt import cuda_device, import_tensorrt, install_hint
+from .._tensorrt import RTX_INSTALL_HINT, cuda_device, import_builder, install_hint
 from ..errors import BackendUnavailableError, BuildError, UsageError
-from .recipe import BuildConfig, Recipe, choose_recipe, profile_shapes
+from .onnx_check import check_readable
+from .recipe import FAMILIES, RTX_TARGETS, BuildConfig, Family, Recipe, choose_recipe, profile_shapes
 from .record import RECORD_SCHEMA, record_path
 from .trt_logging import make_logger
 
@@ -35,7 +39,7 @@ if TYPE_CHECKING:  # typed by tensorrt-stubs in `make typecheck-trt`
 log = logging.getLogger(__name__)
 
 __all__ = ["BuildResult", "OnnxInfo", "build_engine", "create_config", "engine_bytes", "inspect_onnx",
-           "network_from_onnx"]
+           "network_from_onnx", "resolve_builder"]
 
 
 @dataclass(frozen=True)
@@ -75,8 +79,7 @@ def network_from_onnx(builder: trt.Builder, logger: trt.ILogger, onnx_path: Path
                       debug_tensors: bool = False) -> tuple[trt.INetworkDefinition, trt.OnnxParser]:
     """The network (strongly typed where the recipe says so) parsed from ``onnx_path``; with
     ``debug_tensors`` every tensor that survives fusion is marked for an ``IDebugListener``."""
-    import tensorrt as trt
-
+    trt = importlib.import_module(recipe.family.module)
     flags = 0
     if recipe.creation_flag is not None:
         flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, recipe.creation_flag))
@@ -86,8 +89,8 @@ def network_from_onnx(builder: trt.Builder, logger: trt.ILogger, onnx_path: Path
     if recipe.dla_core is not None and recipe.generation == "11" and dla_flag is not None:
         parser.set_flag(dla_flag)  # 11.4.1+: reshape layers to suit DLA where it can
     if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
-        raise BuildError(f"TensorRT's ONNX parser rejected {onnx_path}: {errors or 'no detail'}")
+        errors = "; ".join(_parser_error(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BuildError(f"{recipe.family.label}'s ONNX parser rejected {onnx_path}: {errors or 'no detail'}")
     if debug_tensors:
         if not hasattr(network, "mark_unfused_tensors_as_debug_tensors"):
             raise UsageError(f"debug tensors that keep fusion need TensorRT 10.12 or newer (this is {trt.__version__}); "
@@ -96,10 +99,18 @@ def network_from_onnx(builder: trt.Builder, logger: trt.ILogger, onnx_path: Path
     return network, parser
 
 
-def _set_profile(builder: trt.Builder, cfg: trt.IBuilderConfig, input_name: str,
-                 shapes: dict[str, tuple[int, ...]]) -> None:
-    import tensorrt as trt
+def _parser_error(error: Any) -> str:
+    """One line per parser error: the node, then the first line that says why (NVIDIA's text
+    spans lines: "Invalid Node - NAME", the reason, then CUDA noise on a machine without a GPU)."""
+    lines = [ln.strip() for ln in str(error.desc()).splitlines()
+             if ln.strip() and not ln.startswith(("Invalid Node", "[checkMacros", "Node name:"))]
+    node = error.node_name() if hasattr(error, "node_name") else ""
+    text = lines[0] if lines else "no detail"
+    return f"{node}: {text}" if node and node not in text else text
 
+
+def _set_profile(trt: Any, builder: trt.Builder, cfg: trt.IBuilderConfig, input_name: str,
+                 shapes: dict[str, tuple[int, ...]]) -> None:
     profile = builder.create_optimization_profile()
     profile.set_shape(input_name, *(trt.Dims(list(shapes[k])) for k in ("min", "opt", "max")))
     if cfg.add_optimization_profile(profile) < 0:
@@ -112,21 +123,20 @@ def _set_timing_cache(cfg: trt.IBuilderConfig, path: Path | None) -> CacheState:
     replaced by an empty one, said in the log and the record, and rewritten after the build."""
     state = CacheState(path)
     data = path.read_bytes() if path is not None and path.is_file() else b""
-    cache = cfg.create_timing_cache(data)
-    if cfg.set_timing_cache(cache, False):
+    cache = cfg.create_timing_cache(data)  # None for bytes it cannot read (as Polygraphy guards it)
+    if cache is not None and cfg.set_timing_cache(cache, False):
         state.loaded = bool(data)
         return state
-    log.warning("TensorRT rejected the timing cache %s (built on another GPU or TensorRT release); "
+    log.warning("TensorRT rejected the timing cache %s (unreadable, or built on another GPU or TensorRT release); "
                 "starting an empty one and overwriting it after the build", path)
     state.rejected = True
-    if not cfg.set_timing_cache(cfg.create_timing_cache(b""), False):
+    empty = cfg.create_timing_cache(b"")
+    if empty is None or not cfg.set_timing_cache(empty, False):
         raise BuildError("TensorRT rejected even an empty timing cache; drop --timing-cache")
     return state
 
 
-def _set_dla(builder: trt.Builder, cfg: trt.IBuilderConfig, core: int) -> None:
-    import tensorrt as trt
-
+def _set_dla(trt: Any, builder: trt.Builder, cfg: trt.IBuilderConfig, core: int) -> None:
     available = int(builder.num_DLA_cores)
     if core >= available:
         raise UsageError(f"--dla-core {core}: this device has {available} DLA core(s) with this TensorRT; "
@@ -137,9 +147,9 @@ def _set_dla(builder: trt.Builder, cfg: trt.IBuilderConfig, core: int) -> None:
 
 def create_config(builder: trt.Builder, recipe: Recipe, config: BuildConfig, input_name: str,
                   shapes: dict[str, tuple[int, ...]]) -> tuple[trt.IBuilderConfig, CacheState]:
-    """The builder configuration: flags, workspace pool, DLA, profile, timing cache, progress."""
-    import tensorrt as trt
-
+    """The builder configuration: flags, workspace pool, DLA, compute capabilities (TensorRT-RTX),
+    profile, timing cache, progress."""
+    trt = importlib.import_module(recipe.family.module)
     cfg = builder.create_builder_config()
     for name in recipe.set_flags:
         cfg.set_flag(getattr(trt.BuilderFlag, name))
@@ -148,13 +158,25 @@ def create_config(builder: trt.Builder, recipe: Recipe, config: BuildConfig, inp
     if config.workspace_mib is not None:
         cfg.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mib << 20)
     if recipe.dla_core is not None:
-        _set_dla(builder, cfg, recipe.dla_core)
-    _set_profile(builder, cfg, input_name, shapes)
-    cache = _set_timing_cache(cfg, Path(config.timing_cache) if config.timing_cache else None)
+        _set_dla(trt, builder, cfg, recipe.dla_core)
+    if recipe.compute_capabilities:
+        _set_compute_capabilities(trt, cfg, recipe.compute_capabilities)
+    _set_profile(trt, builder, cfg, input_name, shapes)
+    cache = CacheState(None)
+    if recipe.family.timing_cache:
+        cache = _set_timing_cache(cfg, Path(config.timing_cache) if config.timing_cache else None)
     monitor = _progress_monitor(trt)
     if monitor is not None:
         cfg.progress_monitor = monitor
     return cfg, cache
+
+
+def _set_compute_capabilities(trt: Any, cfg: Any, targets: tuple[str, ...]) -> None:
+    """TensorRT-RTX's targets ("CPU-Only AOT": ``num_compute_capabilities`` then one per index)."""
+    cfg.num_compute_capabilities = len(targets)
+    for i, cc in enumerate(targets):
+        if not cfg.set_compute_capability(getattr(trt.ComputeCapability, RTX_TARGETS[cc]), i):
+            raise UsageError(f"TensorRT-RTX refused compute capability {cc}; choose from {', '.join(RTX_TARGETS)}")
 
 
 def engine_bytes(builder: trt.Builder, network: trt.INetworkDefinition, cfg: trt.IBuilderConfig) -> bytes:
@@ -168,7 +190,7 @@ def engine_bytes(builder: trt.Builder, network: trt.INetworkDefinition, cfg: trt
     finally:
         stop.set()
     if serialized is None:
-        raise BuildError("TensorRT could not build the engine (see the log above); rerun with --debug for the builder log")
+        raise BuildError("the builder could not build the engine (see the log above); rerun with --debug for the builder log")
     return bytes(serialized)
 
 
@@ -198,30 +220,55 @@ def _heartbeat(stop: threading.Event, start: float) -> None:
         log.info("building the engine... %.0f s", time.perf_counter() - start)
 
 
+def resolve_builder(runtime: str = "auto") -> tuple[Family, Any]:
+    """The builder family and its module: ``auto`` is TensorRT where it is importable, else
+    TensorRT-RTX; without either the error names both."""
+    names = ("tensorrt", "tensorrt-rtx") if runtime == "auto" else (runtime,)
+    for name in names:
+        if name not in FAMILIES:
+            raise UsageError(f"unknown --runtime {name!r}; choose from auto, {', '.join(FAMILIES)}")
+        trt = import_builder(FAMILIES[name].module)
+        if trt is not None:
+            return FAMILIES[name], trt
+    hints = {"tensorrt": install_hint(), "tensorrt-rtx": RTX_INSTALL_HINT}
+    raise BackendUnavailableError(
+        ("neither TensorRT nor TensorRT-RTX is installed: " if runtime == "auto" else "")
+        + "; ".join(hints[n] for n in names) + "; or print the equivalent command with --print-trtexec")
+
+
+def check_onnx(path: Path, runtime: str = "auto", generation: str | None = None) -> None:
+    """Only what a TensorRT parser reads reaches one: refuse a cpu-profile INT8 and name the first
+    node it would reject. Without a family or release, the rules every parser shares."""
+    builder = "tensorrt-rtx" if runtime == "auto" else runtime  # TensorRT-RTX's are the shared (lenient) rules
+    check_readable(_onnx.load(path), path, builder, generation or ("rtx" if builder == "tensorrt-rtx" else "10"))
+
+
 def build_engine(
     onnx_path: str | Path,
     plan_path: str | Path,
     config: BuildConfig = BuildConfig(),
     *,
     device: tuple[str, tuple[int, int]] | None = None,
+    runtime: str = "auto",
 ) -> BuildResult:
-    """Build and write ``plan_path`` and its record; nothing is written on failure.
-
-    ``device`` (GPU name, compute capability) is read through torch when not given.
+    """Build and write ``plan_path`` and its record with ``runtime`` (auto|tensorrt|tensorrt-rtx);
+    nothing is written on failure. ``device`` (GPU name, compute capability) is read through
+    torch when not given; TensorRT-RTX builds ahead of time and needs none.
     """
     out = _io.check_writable(plan_path)
     info = inspect_onnx(onnx_path)
-    if import_tensorrt() is None:
-        raise BackendUnavailableError(f"{install_hint()}; or print the equivalent trtexec command with --print-trtexec")
-    import tensorrt as trt
-
-    device = device or cuda_device()
-    if device is None:
-        raise BackendUnavailableError("TensorRT needs a CUDA GPU and none is visible; use --print-trtexec to build elsewhere")
-    recipe = choose_recipe(trt.__version__, info.precision, config)
+    check_onnx(info.path, runtime)  # the same refusal with or without NVIDIA's libraries
+    fam, trt = resolve_builder(runtime)
+    if fam.needs_gpu_to_build:
+        device = device or cuda_device()
+        if device is None:
+            raise BackendUnavailableError("TensorRT needs a CUDA GPU and none is visible; use --print-trtexec to "
+                                          "build elsewhere, or --runtime tensorrt-rtx to build ahead of time here")
+    recipe = choose_recipe(trt.__version__, info.precision, config, fam.name)
+    check_onnx(info.path, fam.name, recipe.generation)
     shapes = profile_shapes(info.input_shape, config)
     start = time.perf_counter()
-    logger = make_logger()
+    logger = make_logger(trt)
     builder = trt.Builder(logger)
     network, _parser = network_from_onnx(builder, logger, info.path, recipe, config.debug_tensors)
     cfg, cache = create_config(builder, recipe, config, info.input_name, shapes)
@@ -235,13 +282,19 @@ def build_engine(
     return BuildResult(out, record, seconds)
 
 
-def _record(trt_version: str, device: tuple[str, tuple[int, int]], recipe: Recipe, config: BuildConfig,
+def _record(trt_version: str, device: tuple[str, tuple[int, int]] | None, recipe: Recipe, config: BuildConfig,
             info: OnnxInfo, shapes: dict[str, tuple[int, ...]], seconds: float, cache: CacheState) -> dict[str, Any]:
+    targets: list[str] | str = list(recipe.compute_capabilities) or "default"
+    if not recipe.family.compute_capabilities:
+        targets = [f"{device[1][0]}.{device[1][1]}"] if device else []
     return {
         "schema": RECORD_SCHEMA,
-        "tensorrt_version": trt_version,
-        "gpu": device[0],
-        "compute_capability": list(device[1]),
+        "builder": {"family": recipe.builder, "name": recipe.family.label, "version": trt_version,
+                    "module": recipe.family.module},
+        **({"tensorrt_version": trt_version} if recipe.builder == "tensorrt" else {}),
+        "gpu": device[0] if device else None,
+        "compute_capability": list(device[1]) if device else None,
+        "compute_capabilities_targeted": targets,
         "precision": info.precision,
         "recipe": {
             "generation": recipe.generation,

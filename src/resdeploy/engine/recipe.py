@@ -21,15 +21,53 @@ from dataclasses import dataclass, field
 from ..errors import UsageError
 
 __all__ = [
+    "FAMILIES",
     "BuildConfig",
+    "Family",
     "Recipe",
     "TrtVersion",
     "choose_recipe",
+    "family",
     "format_command",
     "parse_version",
     "profile_shapes",
     "trtexec_command",
 ]
+
+# TensorRT-RTX's ComputeCapability enum (SM75 ... SM121, CURRENT = the GPU of the build machine).
+RTX_TARGETS = {"7.5": "SM75", "8.0": "SM80", "8.6": "SM86", "8.9": "SM89", "12.0": "SM120", "12.1": "SM121",
+               "current": "CURRENT"}
+
+
+@dataclass(frozen=True)
+class Family:
+    """One NVIDIA builder family: a row of the recipe table. Everything that differs between
+    TensorRT and TensorRT-RTX in resdeploy's build path is a field here, not a branch elsewhere."""
+
+    name: str  # `--runtime` value, backend name and the record's "builder.family"
+    module: str  # its Python module
+    label: str  # for messages
+    cli: str  # its command-line tool
+    needs_gpu_to_build: bool  # TensorRT builds on (and for) the GPU it runs on; TensorRT-RTX ahead of time
+    timing_cache: bool  # TensorRT-RTX's timing-cache calls are no-ops (deprecated in 1.2)
+    dla: bool
+    uint8_qdq: bool  # its parser reads a uint8 Q/DQ with zero point 0 (seen: TensorRT-RTX 1.7.1)
+    compute_capabilities: bool  # targets chosen with --compute-capability
+
+
+FAMILIES = {
+    "tensorrt": Family("tensorrt", "tensorrt", "TensorRT", "trtexec", needs_gpu_to_build=True, timing_cache=True,
+                       dla=True, uint8_qdq=False, compute_capabilities=False),
+    "tensorrt-rtx": Family("tensorrt-rtx", "tensorrt_rtx", "TensorRT-RTX", "tensorrt_rtx", needs_gpu_to_build=False,
+                           timing_cache=False, dla=False, uint8_qdq=True, compute_capabilities=True),
+}
+
+
+def family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise UsageError(f"unknown builder {name!r}; choose from auto, {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
 
 QDQ_TRANSLATOR = "NVIDIA's qdq-translator (Deep-Learning-Accelerator-SW/tools/qdq-translator)"
 
@@ -45,8 +83,16 @@ class BuildConfig:
     timing_cache: str | None = None
     dla_core: int | None = None
     debug_tensors: bool = False  # mark unfused tensors as debug tensors (TensorRT 10.12+), for verify
+    # TensorRT-RTX targets, e.g. ("8.6", "12.0") or ("current",); () = its default portable set
+    compute_capabilities: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for cc in self.compute_capabilities:
+            if cc not in RTX_TARGETS:
+                raise UsageError(f"--compute-capability {cc} is not a TensorRT-RTX target; choose from "
+                                 f"{', '.join(RTX_TARGETS)}")
+        if "current" in self.compute_capabilities and len(self.compute_capabilities) > 1:
+            raise UsageError("--compute-capability current (the GPU here) must be the only target")
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
             raise UsageError(
                 f"batch profile must satisfy 1 <= --min-batch <= --opt-batch <= --max-batch, got "
@@ -85,15 +131,22 @@ class TrtVersion:
         return ".".join(str(p) for p in parts if p is not None)
 
 
-def parse_version(text: str) -> TrtVersion:
+def parse_version(text: str, builder: str = "tensorrt") -> TrtVersion:
     """``8.6``, ``10.3``, ``10.13.3.9``, ``11.4.1`` -> :class:`TrtVersion`; refuses what resdeploy
-    does not build for (8.5 and older: JetPack 5 ships Python 3.8, below requires-python)."""
+    does not build for (8.5 and older: JetPack 5 ships Python 3.8, below requires-python).
+    TensorRT-RTX releases are 1.x (1.7.1 is resdeploy's floor: 1.4-1.6 fail INT8 builds without a GPU)."""
     m = re.fullmatch(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:\.(\d+))?(?:[.+-].*)?", text.strip())
+    label = family(builder).label
     if not m:
-        raise UsageError(f"cannot read TensorRT version {text!r}; write it as 8.6, 10.3, 10.13 or 11.4.1")
+        example = "1.7 or 1.7.1" if builder == "tensorrt-rtx" else "8.6, 10.3, 10.13 or 11.4.1"
+        raise UsageError(f"cannot read {label} version {text!r}; write it as {example}")
     major, minor, patch, build = (int(g) if g is not None else None for g in m.groups())
     assert major is not None
     version = TrtVersion(major, minor or 0, patch, build)
+    if builder == "tensorrt-rtx":
+        if major == 1:
+            return version
+        raise UsageError(f"TensorRT-RTX {text} is not a TensorRT-RTX release (1.x); for TensorRT {text} use --runtime tensorrt")
     if (major == 8 and version.minor >= 6) or major in (10, 11):
         return version
     raise UsageError(
@@ -112,11 +165,18 @@ class Recipe:
     clear_flags: tuple[str, ...] = ()
     dla_core: int | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    builder: str = "tensorrt"  # a key of FAMILIES
+    compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX targets; () = its default set
+
+    @property
+    def family(self) -> Family:
+        return FAMILIES[self.builder]
 
     @property
     def creation_flag(self) -> str | None:
         """The NetworkDefinitionCreationFlag to set: EXPLICIT_BATCH on 8.6 (implicit batch is
-        gone in 10 and the flag ignored), STRONGLY_TYPED on 10, none on 11 (always strong)."""
+        gone in 10 and the flag ignored), STRONGLY_TYPED on 10, none on 11 and TensorRT-RTX
+        (always strong)."""
         if self.generation == "8.6":
             return "EXPLICIT_BATCH"
         if self.generation == "10" and self.strongly_typed:
@@ -146,12 +206,42 @@ def _check_dla(version: TrtVersion, precision: str) -> None:
         )
 
 
-def choose_recipe(trt_version: str, precision: str, config: BuildConfig) -> Recipe:
-    """The builder settings for this TensorRT release and this ONNX precision (fp32|fp16|int8)."""
-    version = parse_version(trt_version)
+def _rtx_recipe(version: TrtVersion, precision: str, config: BuildConfig) -> Recipe:
+    """TensorRT-RTX: TensorRT 11's API (strongly typed, no precision flags), built ahead of time
+    for the compute capabilities asked for (default: its portable set)."""
+    notes = ["strongly typed: each layer runs in the type the ONNX gives it; no precision flags",
+             "compute capabilities: " + (", ".join(config.compute_capabilities) if config.compute_capabilities
+                                         else "TensorRT-RTX's default portable set (Ampere and later; 7.5 only when named)")]
+    if precision == "int8" and not version.at_least(1, 7, 1):
+        notes.append("TensorRT-RTX 1.4-1.6 were seen to fail INT8 Q/DQ builds without a GPU (MyelinCheckException); "
+                      "1.7.1 builds them")
+    clear_flags = ("TF32",) if precision == "fp32" else ()
+    return Recipe(str(version), "rtx", precision, True, (), clear_flags, None, tuple(notes),
+                  builder="tensorrt-rtx", compute_capabilities=config.compute_capabilities)
+
+
+def _check_family(fam: Family, config: BuildConfig) -> None:
+    """Refuse options the family has no use for (its row of FAMILIES says which)."""
+    if config.dla_core is not None and not fam.dla:
+        raise UsageError(f"{fam.label} has no DLA; drop --dla-core, or build for a Jetson with --runtime tensorrt")
+    if config.timing_cache and not fam.timing_cache:
+        raise UsageError(f"{fam.label} has no timing cache (its timing-cache calls are no-ops since 1.2; it caches "
+                         "JIT-compiled kernels at run time instead); drop --timing-cache")
+    if config.compute_capabilities and not fam.compute_capabilities:
+        raise UsageError(f"--compute-capability is for TensorRT-RTX (--runtime tensorrt-rtx); {fam.label} builds for "
+                         "the GPU it runs on")
+
+
+def choose_recipe(trt_version: str, precision: str, config: BuildConfig, builder: str = "tensorrt") -> Recipe:
+    """The builder settings for this release of ``builder`` (a key of FAMILIES) and this ONNX
+    precision (fp32|fp16|int8)."""
+    version = parse_version(trt_version, builder)
     gen = version.generation
     if precision not in ("fp32", "fp16", "int8"):
         raise UsageError(f"cannot build an engine from a {precision} ONNX; give an FP32, FP16 or INT8 Q/DQ ONNX")
+    _check_family(family(builder), config)
+    if builder == "tensorrt-rtx":
+        return _rtx_recipe(version, precision, config)
     dla = config.dla_core is not None
     if dla:
         _check_dla(version, precision)
@@ -211,9 +301,11 @@ def trtexec_command(
     ``--workspace``); ``--stronglyTyped`` only on 10.x, where it disables ``--fp16/--int8``; 11.x
     has neither precision flags nor a typing flag.
     """
-    cmd = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={plan_path}"]
+    cmd = [recipe.family.cli, f"--onnx={onnx_path}", f"--saveEngine={plan_path}"]
     for key, flag in (("min", "--minShapes"), ("opt", "--optShapes"), ("max", "--maxShapes")):
         cmd.append(f"{flag}={input_name}:{_dims(shapes[key])}")
+    if recipe.builder == "tensorrt-rtx":
+        return cmd + _rtx_options(recipe, config)
     if recipe.generation == "10" and recipe.strongly_typed:
         cmd.append("--stronglyTyped")
     if "INT8" in recipe.set_flags:
@@ -230,6 +322,23 @@ def trtexec_command(
         cmd.append(f"--useDLACore={recipe.dla_core}")
         if "GPU_FALLBACK" in recipe.set_flags:
             cmd.append("--allowGPUFallback")
+    return cmd
+
+
+def _rtx_options(recipe: Recipe, config: BuildConfig) -> list[str]:
+    """tensorrt_rtx's flags (NVIDIA's TensorRT-RTX docs, "CPU-Only AOT"): ``--computeCapabilities=86,120``
+    or ``--useGpu`` for the GPU here; ``--skipInference`` builds without running (no GPU needed).
+    Its CLI has no documented TF32 switch: an FP32 engine from the CLI may use TF32 where the
+    Python build clears it."""
+    cmd = []
+    targets = [c for c in recipe.compute_capabilities if c != "current"]
+    if targets:
+        cmd.append("--computeCapabilities=" + ",".join(c.replace(".", "") for c in targets))
+    if "current" in recipe.compute_capabilities:
+        cmd.append("--useGpu")
+    if config.workspace_mib is not None:
+        cmd.append(f"--memPoolSize=workspace:{config.workspace_mib}")
+    cmd.append("--skipInference")
     return cmd
 
 

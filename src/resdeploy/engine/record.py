@@ -14,9 +14,9 @@ from typing import Any
 
 from ..errors import UsageError
 
-__all__ = ["RECORD_SCHEMA", "check_compatible", "load_record", "record_path", "same_trt_release"]
+__all__ = ["RECORD_SCHEMA", "builder_family", "check_compatible", "load_record", "record_path", "same_trt_release"]
 
-RECORD_SCHEMA = 2
+RECORD_SCHEMA = 3  # 3: "builder" (family, version) and "compute_capabilities_targeted"
 
 
 def record_path(plan: str | Path) -> Path:
@@ -54,14 +54,42 @@ def same_trt_release(a: str, b: str) -> bool:
     return n > 0 and fa[:n] == fb[:n]
 
 
-def check_compatible(plan: str | Path, record: dict[str, Any], trt_version: str, capability: tuple[int, int]) -> None:
-    """Raise a one-line :class:`UsageError` when ``plan`` was built for another TensorRT or GPU."""
-    built_trt = str(record.get("tensorrt_version", ""))
+def builder_family(record: dict[str, Any] | None) -> str:
+    """``tensorrt`` or ``tensorrt-rtx``: which builder made the engine (records before schema 3: TensorRT)."""
+    builder = (record or {}).get("builder")
+    return str(builder.get("family", "tensorrt")) if isinstance(builder, dict) else "tensorrt"
+
+
+def _targets_fit(record: dict[str, Any], capability: tuple[int, int]) -> bool:
+    """An engine built for named compute capabilities runs only on those ("current": the build GPU's)."""
+    targets = record.get("compute_capabilities_targeted")
+    if not isinstance(targets, list):
+        return True  # TensorRT-RTX's default portable set: the backend checks the GPU is in it
+    here = f"{capability[0]}.{capability[1]}"
+    built_cc = record.get("compute_capability")
+    return here in targets or ("current" in targets and isinstance(built_cc, list) and tuple(built_cc) == tuple(capability))
+
+
+def check_compatible(plan: str | Path, record: dict[str, Any], trt_version: str, capability: tuple[int, int],
+                     builder: str = "tensorrt") -> None:
+    """Raise a one-line :class:`UsageError` when ``plan`` was built by another builder family,
+    another release of it, or for another GPU."""
+    family = builder_family(record)
+    label = "TensorRT-RTX" if builder == "tensorrt-rtx" else "TensorRT"
+    if family != builder:
+        raise UsageError(f"{plan} was built by {family}, not {builder}; run it with --backend {family}")
+    built_trt = str((record.get("builder") or {}).get("version") or record.get("tensorrt_version", ""))
     if built_trt and not same_trt_release(built_trt, trt_version):
         raise UsageError(
-            f"{plan} was built with TensorRT {built_trt} but TensorRT {trt_version} is installed (engines need "
+            f"{plan} was built with {label} {built_trt} but {label} {trt_version} is installed (engines need "
             "the exact release); rebuild it here with `resdeploy build` or `sh trtexec.sh`"
         )
+    if builder == "tensorrt-rtx":
+        if not _targets_fit(record, capability):
+            raise UsageError(f"{plan} was built for compute capabilities {record['compute_capabilities_targeted']} "
+                             f"but this GPU is {capability[0]}.{capability[1]}; rebuild it with "
+                             f"`resdeploy build --runtime tensorrt-rtx --compute-capability {capability[0]}.{capability[1]}`")
+        return
     built_cc = record.get("compute_capability")
     if built_cc and tuple(built_cc) != tuple(capability):
         raise UsageError(

@@ -170,8 +170,10 @@ def _markdown(report: dict[str, Any]) -> str:
         f"{max(c['max_abs_err'] for c in exp['checks']):.2e}.", "",
         "## TensorRT", "",
         "`sh trtexec.sh` (also in `bundle/`) builds every variant with the recipe of the installed TensorRT "
-        "(8.6, 10.x or 11.x); `resdeploy verify bundle/ model.plan` then checks the engine on the device.",
+        "(8.6, 10.x, 11.x, or TensorRT-RTX with `sh trtexec.sh rtx`); `resdeploy verify bundle/ model.plan` then checks the engine on the device.",
         *[f"- build skipped: {s['skipped']}" for s in report["stages"] if s.get("skipped")],
+        *[f"- {e['variant']}: built by {e['builder']} {e['builder_version']} -> {Path(e['artifact']).name}"
+          f" (compute capabilities: {e['compute_capabilities']}; {e['build_seconds']} s)" for e in report.get("engines", [])],
         "", "## Environment", "", "```", json.dumps(report["env"], indent=2), "```", "",
     ]
     return "\n".join(lines)
@@ -240,6 +242,7 @@ def write_outputs(runner: Runner, export_info: dict[str, Any], quant_reports: di
         "data": {"calib": cfg.calib, "val": cfg.val},
         "stages": runner.stages,
         "variants": variant_entries(cfg.model, cfg.batches, accuracy, latency, [*runner.variants, *runner.plans]),
+        "engines": runner.engines,
         "quantize": quant_reports,
         "eval_timing": accuracy.get("timing"),
         "gpu": gpu_status(latency, env.get("gpus", [])),
@@ -264,7 +267,7 @@ def _triton_models(runner: Runner) -> list[Any]:
 
     models = []
     for v in [*runner.variants, *runner.plans]:
-        if v.path is None:
+        if v.path is None or v.backend == "tensorrt-rtx":  # Triton's tensorrt_plan is TensorRT's, not TensorRT-RTX's
             continue
         art = Artifact.resolve(str(v.path))
         pre = art.preprocess()

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import __version__, _io
-from .._tensorrt import import_tensorrt, tensorrt_unavailable_reason
-from ..engine import BuildConfig, inspect_onnx, trtexec_script
+from .._tensorrt import RTX_INSTALL_HINT, import_builder, tensorrt_unavailable_reason
+from ..engine import FAMILIES, BuildConfig, inspect_onnx, trtexec_script
 from ..models import ModelSpec, load_model
 from ..quantize import QuantizeConfig, quantize
 from ..runtime import (
@@ -51,6 +51,12 @@ class Variant:
     target: str
     path: Path | None  # None: the torch model itself
     quantize: QuantizeConfig | None = None
+    backend: str | None = None  # an engine's: tensorrt or tensorrt-rtx
+
+    @property
+    def for_tensorrt(self) -> bool:
+        """Only TensorRT-targeted variants reach a TensorRT parser (FP32, FP16, INT8 --target tensorrt)."""
+        return self.path is not None and (self.precision != "int8" or self.target == "tensorrt")
 
 
 @dataclass
@@ -118,7 +124,8 @@ class Runner:
         self.ident = model_identity(self.spec)
         self.fp32 = out / f"{self.slug}-fp32.onnx"
         self.variants = plan_variants(cfg, out, self.slug)
-        self.plans: list[Variant] = []
+        self.plans: list[Variant] = []  # engines a backend can run here
+        self.engines: list[dict[str, Any]] = []  # every engine built, with the builder that accepted it
         self.hashes: dict[str, str] = {}
 
     def stage(self, name: str, params: dict[str, Any], produce: Callable[[], T], artifact: Path | None = None) -> T:
@@ -152,24 +159,33 @@ class Runner:
         return BuildConfig(min_batch=1, opt_batch=max(self.cfg.batches), max_batch=self.cfg.max_batch)
 
     def build(self) -> None:
-        """TensorRT engines where TensorRT and a GPU are here; ``trtexec.sh`` always."""
-        entries = [(inspect_onnx(v.path), f"{v.path.stem}.plan") for v in self.variants if v.path is not None]
+        """Engines of the TensorRT-targeted variants: with TensorRT where it and a GPU are here,
+        else with TensorRT-RTX (ahead of time, no GPU needed); ``trtexec.sh`` always. The
+        cpu-profile INT8 is left out of both (no TensorRT parser reads it)."""
+        targeted = [v for v in self.variants if v.for_tensorrt]
+        entries = [(inspect_onnx(v.path), f"{v.path.stem}.plan") for v in targeted if v.path is not None]
         _io.write_text(self.out / "trtexec.sh", trtexec_script(entries, self.build_config()))
-        reason = tensorrt_unavailable_reason()
-        if reason is not None:
+        builder, reason = _engine_builder()
+        if builder is None:
             self.stages.append({"name": "build", "seconds": 0.0, "artifact": None, "reused": False,
-                                "skipped": f"{reason.split(' (')[0]}; see trtexec.sh"})
+                                "skipped": f"{reason}; see trtexec.sh"})
             log.info("build: skipped (%s); trtexec commands in %s", reason, self.out / "trtexec.sh")
             return
-        trt = import_tensorrt()
+        version = import_builder(FAMILIES[builder].module).__version__
         bcfg = self.build_config()
-        for v in self.variants:
+        runnable = get_backend(builder).unavailable_reason() is None
+        for v in targeted:
             assert v.path is not None
-            plan, onnx_path = v.path.with_suffix(".plan"), v.path
-            self.stage(f"build:{v.name}", {"onnx": self.hashes[str(v.path)], "config": asdict(bcfg), "trt": trt.__version__},
-                       partial(_build, onnx_path, plan, bcfg), plan)
-            self.plans.append(Variant(v.name, v.precision, v.target, plan))
+            plan = v.path.with_suffix(".plan" if builder == "tensorrt" else ".engine")
+            record = self.stage(f"build:{v.name}", {"onnx": self.hashes[str(v.path)], "config": asdict(bcfg),
+                                                    "builder": builder, "version": version},
+                                partial(_build, v.path, plan, bcfg, builder), plan)
+            self.engines.append({"variant": v.name, "artifact": str(plan), "builder": builder, "builder_version": version,
+                                 "compute_capabilities": record.get("compute_capabilities_targeted"),
+                                 "build_seconds": record.get("build_seconds"), "runnable_here": runnable})
             self.hashes[str(plan)] = _io.sha256_file(plan)
+            if runnable:
+                self.plans.append(Variant(v.name, v.precision, v.target, plan, backend=builder))
 
     def bundle(self) -> None:
         """OUTDIR/bundle: what `resdeploy verify` checks on the device (reused while the variants
@@ -179,7 +195,7 @@ class Runner:
 
     def runs(self) -> list[tuple[Variant, str]]:
         """(variant, backend) pairs to measure: each ONNX on each ONNX backend, each plan on tensorrt."""
-        return [(v, b) for v in self.variants for b in _onnx_backends()] + [(p, "tensorrt") for p in self.plans]
+        return [(v, b) for v in self.variants for b in _onnx_backends()] + [(p, p.backend or "tensorrt") for p in self.plans]
 
     def evaluate(self) -> dict[str, Any]:
         """Every (artifact, backend) on the validation set: OpenVINO's and TensorRT's kernels are
@@ -217,10 +233,20 @@ def _quantize(fp32: Path, path: Path, config: QuantizeConfig) -> dict[str, Any]:
     return quantize(fp32, path, config).to_dict()
 
 
-def _build(onnx_path: Path, plan: Path, config: BuildConfig) -> dict[str, Any]:
+def _build(onnx_path: Path, plan: Path, config: BuildConfig, builder: str) -> dict[str, Any]:
     from ..engine import build_engine
 
-    return build_engine(onnx_path, plan, config).record
+    return build_engine(onnx_path, plan, config, runtime=builder).record
+
+
+def _engine_builder() -> tuple[str | None, str]:
+    """(builder family, "") for the build stage, or (None, why neither can build here)."""
+    reason = tensorrt_unavailable_reason()
+    if reason is None:
+        return "tensorrt", ""
+    if import_builder(FAMILIES["tensorrt-rtx"].module) is not None:
+        return "tensorrt-rtx", ""
+    return None, f"TensorRT: {reason.split(' (')[0]}; TensorRT-RTX: {RTX_INSTALL_HINT.split(' (')[0]}"
 
 
 def _bench(text: str, backend: str, config: BenchConfig, options: dict[str, Any]) -> list[dict[str, Any]]:

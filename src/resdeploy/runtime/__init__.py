@@ -4,7 +4,13 @@ the ``bench`` / ``eval`` / ``verify`` measurements built on it.
 Importing the backend modules registers them (none imports its runtime at module level).
 """
 
-from . import openvino_backend, ort_backend, tensorrt_backend, torch_backend  # noqa: F401 - registration
+from . import (  # noqa: F401 - registration
+    openvino_backend,
+    ort_backend,
+    tensorrt_backend,
+    tensorrt_rtx_backend,
+    torch_backend,
+)
 from .artifact import Artifact
 from .base import Backend, BackendOptions, Session, TensorSpec, Timing
 from .bench import BenchConfig, BenchResult, benchmark, benchmark_isolated, environment

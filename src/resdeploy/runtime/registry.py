@@ -54,10 +54,13 @@ def get_backend(name: str) -> Backend:
 
 
 def auto_backend(artifact: Artifact) -> str:
-    """By artifact kind, then by what is installed: plans -> tensorrt, ONNX -> ort-cuda when
-    onnxruntime-gpu can run here else ort-cpu, MODEL specs -> torch."""
+    """By artifact kind, then by what is installed: plans -> the family that built them
+    (tensorrt or tensorrt-rtx, from the record), ONNX -> ort-cuda when onnxruntime-gpu can run
+    here else ort-cpu, MODEL specs -> torch."""
     if artifact.kind == "plan":
-        return "tensorrt"
+        from ..engine.record import builder_family
+
+        return builder_family(artifact.record)
     if artifact.kind == "onnx":
         return "ort-cuda" if get_backend("ort-cuda").unavailable_reason() is None else "ort-cpu"
     return "torch"
@@ -68,7 +71,7 @@ def check_backend(artifact: Artifact, backend: str = "auto") -> tuple[str, Backe
     name = auto_backend(artifact) if backend == "auto" else backend
     impl = get_backend(name)
     if artifact.kind not in impl.kinds:
-        wanted = {"onnx": "an .onnx file", "plan": "a TensorRT .plan", "model": "a MODEL spec"}
+        wanted = {"onnx": "an .onnx file", "plan": "a TensorRT .plan or TensorRT-RTX engine", "model": "a MODEL spec"}
         raise UsageError(
             f"backend {name} runs {' or '.join(wanted[k] for k in impl.kinds)}, not {artifact.text}; "
             "use --backend auto"

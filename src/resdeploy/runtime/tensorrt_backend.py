@@ -18,6 +18,7 @@ type-checked with mypy against tensorrt-stubs.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -195,11 +196,12 @@ def _collect_debug_tensors(session: TensorRTSession) -> None:
     session.use_graphs = False  # a listener is called between kernels, which a CUDA graph would skip
 
 
-def deserialize(plan: Path, record: dict[str, Any] | None, logger: trt.ILogger) -> trt.ICudaEngine:
+def deserialize(plan: Path, record: dict[str, Any] | None, logger: trt.ILogger, trt: Any = None) -> trt.ICudaEngine:
     """The engine of ``plan``, on the DLA core its record names (``runtime.DLA_core`` defaults
-    to -1, and a DLA engine deserialised without it fails)."""
-    import tensorrt as trt
-
+    to -1, and a DLA engine deserialised without it fails). ``trt``: the ``tensorrt`` module
+    (default) or ``tensorrt_rtx``."""
+    if trt is None:
+        trt = importlib.import_module("tensorrt")
     runtime = trt.Runtime(logger)
     dla_core = (record or {}).get("dla_core")
     if dla_core is not None:
@@ -209,16 +211,19 @@ def deserialize(plan: Path, record: dict[str, Any] | None, logger: trt.ILogger) 
         runtime.DLA_core = dla_core
     engine = runtime.deserialize_cuda_engine(plan.read_bytes())
     if engine is None:
-        raise UsageError(f"TensorRT could not deserialize {plan}; rebuild it here with `resdeploy build`")
+        raise UsageError(f"{getattr(trt, '__name__', 'tensorrt')} could not deserialize {plan}; rebuild it here with "
+                         "`resdeploy build`")
     return engine
 
 
 def open_plan(artifact: Artifact, options: BackendOptions, make_ops: Callable[[], Any],
-              device: tuple[str, tuple[int, int]]) -> TensorRTSession:
-    """Check the plan's record against this TensorRT and GPU, deserialise it, name its I/O;
-    ``make_ops`` gives the CUDA side; it is called once the plan is known to fit and before the
-    Runtime exists, so the device it selects is the one TensorRT deserialises on."""
-    import tensorrt as trt
+              device: tuple[str, tuple[int, int]], trt: Any = None, backend: str = "tensorrt") -> TensorRTSession:
+    """Check the plan's record against this TensorRT (or TensorRT-RTX: ``trt`` is the module,
+    ``backend`` its name) and GPU, deserialise it, name its I/O. ``make_ops`` gives the CUDA side;
+    it is called once the plan is known to fit and before the Runtime exists, so the device it
+    selects is the one TensorRT deserialises on."""
+    if trt is None:
+        trt = importlib.import_module("tensorrt")
 
     from ..engine.trt_logging import make_logger
 
@@ -227,9 +232,9 @@ def open_plan(artifact: Artifact, options: BackendOptions, make_ops: Callable[[]
     if record is None:
         log.warning("%s has no record beside it; cannot check its TensorRT version and GPU", artifact.path)
     else:
-        check_compatible(artifact.path, record, trt.__version__, device[1])
+        check_compatible(artifact.path, record, trt.__version__, device[1], backend)
     ops = make_ops()
-    engine = deserialize(artifact.path, record, make_logger())
+    engine = deserialize(artifact.path, record, make_logger(trt), trt)
     context = engine.create_execution_context()
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -240,7 +245,7 @@ def open_plan(artifact: Artifact, options: BackendOptions, make_ops: Callable[[]
         dims = engine.get_tensor_shape(n)
         shape = tuple(dims[i] if dims[i] >= 0 else None for i in range(len(dims)))
         specs.append(TensorSpec(n, _NUMPY_DTYPES.get(dtype, dtype), shape))
-    session = TensorRTSession(backend="tensorrt", artifact=artifact, inputs=specs, output_names=outputs,
+    session = TensorRTSession(backend=backend, artifact=artifact, inputs=specs, output_names=outputs,
                               device=ops.device, engine=engine, context=context, ops=ops, use_graphs=options.cuda_graphs)
     if options.debug_tensors:
         _collect_debug_tensors(session)

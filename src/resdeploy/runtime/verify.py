@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .. import _io, _onnx
+from ..engine.record import builder_family
 from ..errors import UsageError
 from .artifact import Artifact
 from .base import BackendOptions
@@ -184,7 +185,7 @@ def plan_divergence(plan: Artifact, reference: Path, x: np.ndarray, tolerance: f
                          debug_tensors=True)
     with tempfile.TemporaryDirectory(prefix="resdeploy-debug-") as tmp:
         debug_plan = Path(tmp) / "debug.plan"
-        build_engine(reference, debug_plan, config)
+        build_engine(reference, debug_plan, config, runtime="tensorrt")  # debug tensors are TensorRT's
         with open_session(Artifact.resolve(str(debug_plan)), "tensorrt", BackendOptions(debug_tensors=True)) as s:
             tensorrt_session: Any = s
             s.infer({s.input_name: x})
@@ -251,7 +252,7 @@ def _diagnose(bundle: Bundle, variant: BundleVariant, tol: Tolerance, art: Artif
         result.passed = result.passed and result.first_divergent is None
         return
     onnx = bundle.root / variant.file
-    if art.kind == "plan" and _debug_tensors_here():
+    if art.kind == "plan" and builder_family(art.record) == "tensorrt" and _debug_tensors_here():
         worst = np.sort(np.argsort(-err)[:_DIAGNOSE_IMAGES])
         result.first_divergent = plan_divergence(art, onnx, x[worst], tol.layer_rel_err)
         return
