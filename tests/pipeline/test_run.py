@@ -140,3 +140,21 @@ def test_toml_config_and_flag_override(tmp_path: Path, run_cli, monkeypatch) -> 
     assert_clean_error(run_cli("run", cfg_file, "-o", tmp_path / "o"), 2, "unknown setting 'modle'")
     assert_clean_error(run_cli("run", tmp_path / "missing.toml"), 2, "not found")
     assert_clean_error(run_cli("run", "--precisions", "int4", "-o", tmp_path / "o"), 2, "precisions")
+
+
+def test_one_run_writes_report_and_manifest_once_each(tmp_path: Path, run_cli, monkeypatch) -> None:
+    """The bundle takes the run's report in memory: nothing is written twice or read back."""
+    import resdeploy._io as io
+
+    written: list[str] = []
+    real_json, real_text = io.write_json, io.write_text
+    monkeypatch.setattr(io, "write_json", lambda path, *a, **k: (written.append(Path(path).name), real_json(path, *a, **k))[1])
+    monkeypatch.setattr(io, "write_text", lambda path, *a, **k: (written.append(Path(path).name), real_text(path, *a, **k))[1])
+    out = tmp_path / "out"
+    r = run_cli("run", "--precisions", "fp32", "--batch", "1", "--val-limit", "64", "--iters", "3", "--warmup", "1",
+                "-o", out)
+    assert r.code == 0, r.err
+    assert written.count("report.json") == 1 and written.count("manifest.json") == 1, written
+    assert written.count("report.md") == 1 and written.count("bundle.json") == 1, written
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "bundle/bundle.json" in {a["path"] for a in manifest["artifacts"]}

@@ -33,24 +33,18 @@ from ..runtime import (
     evaluate,
     get_backend,
 )
+from ..runtime.bundle import BundleSource, write_bundle
 from ._stages import StageStore
 from .config import RunConfig
+from .report import make_report, manifest, write_report
+from .state import RunState, Variant
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunResult", "Runner", "Variant", "run_pipeline"]
+__all__ = ["RunResult", "RunState", "Runner", "Variant", "run_pipeline"]
 
 T = TypeVar("T")
 LOCK_NAME = ".resdeploy-lock"
-
-
-@dataclass
-class Variant:
-    name: str
-    precision: str
-    target: str
-    path: Path | None  # None: the torch model itself
-    quantize: QuantizeConfig | None = None
 
 
 @dataclass
@@ -81,7 +75,7 @@ def model_identity(spec: ModelSpec) -> dict[str, Any]:
     return ident
 
 
-def plan_variants(cfg: RunConfig, out: Path, slug: str) -> list[Variant]:
+def variants_for(cfg: RunConfig, out: Path, slug: str) -> list[Variant]:
     vs = []
     if "fp32" in cfg.precisions:
         vs.append(Variant("fp32", "fp32", "cpu", out / f"{slug}-fp32.onnx"))
@@ -110,15 +104,14 @@ class Runner:
     """One pipeline run in OUTDIR: each public method is a stage."""
 
     def __init__(self, cfg: RunConfig, out: Path, argv: list[str]) -> None:
-        self.cfg, self.out, self.argv = cfg, out, argv
+        self.cfg, self.out = cfg, out
         self.store = StageStore(out)
-        self.stages: list[dict[str, Any]] = []
-        self.spec = model_spec(cfg)
-        self.slug = self.spec.parsed.slug
+        spec = model_spec(cfg)
+        self.state = RunState(cfg, out, argv, spec, variants_for(cfg, out, spec.parsed.slug))
+        self.spec, self.slug = spec, self.state.slug
+        self.stages, self.variants, self.plans = self.state.stages, self.state.variants, self.state.engines
         self.ident = model_identity(self.spec)
         self.fp32 = out / f"{self.slug}-fp32.onnx"
-        self.variants = plan_variants(cfg, out, self.slug)
-        self.plans: list[Variant] = []
         self.hashes: dict[str, str] = {}
 
     def stage(self, name: str, params: dict[str, Any], produce: Callable[[], T], artifact: Path | None = None) -> T:
@@ -171,11 +164,12 @@ class Runner:
             self.plans.append(Variant(v.name, v.precision, v.target, plan))
             self.hashes[str(plan)] = _io.sha256_file(plan)
 
-    def bundle(self) -> None:
+    def bundle(self, report: dict[str, Any]) -> None:
         """OUTDIR/bundle: what `resdeploy verify` checks on the device (reused while the variants
-        and the validation data are unchanged)."""
+        and the validation data are unchanged), made from this run's report in memory."""
         params = {"artifacts": self.hashes, "val": self.cfg.val, "model": self.ident}
-        self.stage("bundle", params, partial(_bundle, self.out), self.out / "bundle" / "bundle.json")
+        source = BundleSource.from_report(self.out, report, self.spec, self.cfg.val)
+        self.stage("bundle", params, partial(_bundle, source), self.out / "bundle" / "bundle.json")
 
     def runs(self) -> list[tuple[Variant, str]]:
         """(variant, backend) pairs to measure: each ONNX on each ONNX backend, each plan on tensorrt."""
@@ -227,10 +221,8 @@ def _bench(text: str, backend: str, config: BenchConfig, options: dict[str, Any]
     return [r.to_dict() for r in benchmark_isolated(text, backend, config, options)]
 
 
-def _bundle(out: Path) -> dict[str, Any]:
-    from ..runtime.bundle import write_bundle
-
-    path = write_bundle(out)
+def _bundle(source: BundleSource) -> dict[str, Any]:
+    path = write_bundle(source)
     return {"path": str(path), "files": sorted(p.name for p in path.iterdir())}
 
 
@@ -247,8 +239,7 @@ def _clean_stale_temporaries(out: Path) -> None:
 
 
 def run_pipeline(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
-    from .report import manifest, write_outputs
-
+    """The whole pipeline; report.json, report.md and manifest.json are each written once, last."""
     out = _io.check_outdir(cfg.output)
     with _io.FileLock(out / LOCK_NAME, what=f"resdeploy run -o {out}"):
         _clean_stale_temporaries(out)
@@ -258,10 +249,8 @@ def run_pipeline(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
         runner.build()
         accuracy = runner.evaluate()
         latency = runner.bench()
-        report = write_outputs(runner, export_info, quant_reports, accuracy, latency)
-        _io.write_json(out / "manifest.json", manifest(runner, report["env"]))  # the bundle reads the settings here
-        runner.bundle()
-        report["stages"] = runner.stages
-        _io.write_json(out / "report.json", report)
-        _io.write_json(out / "manifest.json", manifest(runner, report["env"]))
+        report = make_report(runner.state, export_info, quant_reports, accuracy, latency)
+        runner.bundle(report)
+        write_report(out, report)
+        _io.write_json(out / "manifest.json", manifest(runner.state, report["env"]))
     return RunResult(out, report, runner.stages)
