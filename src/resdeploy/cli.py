@@ -568,11 +568,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except ResdeployError as exc:
         if args.debug:
+            if exc.child_traceback:  # the error met in a worker process: its own traceback first
+                sys.stderr.write(f"in the worker process:\n{exc.child_traceback}\n")
             raise
         sys.stderr.write(f"error: {exc}\n")
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted; rerun the same command to resume (finished stages are kept)\n")
+        resume = "; rerun the same command to resume (finished stages are kept)" if args.command == "run" else ""
+        sys.stderr.write(f"error: interrupted{resume}\n")
         return 130
     except Exception as exc:
         if args.debug:

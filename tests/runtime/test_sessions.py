@@ -56,3 +56,27 @@ def test_bench_worker_answers_json(zoo_onnx: Path) -> None:
                        capture_output=True, text=True, timeout=120)
     answer = json.loads(r.stdout)
     assert r.returncode == 2 and answer["error"]["type"] == "UsageError" and "unknown backend" in answer["error"]["message"]
+
+
+def test_an_unexpected_worker_error_keeps_its_traceback(zoo_onnx: Path, monkeypatch, capsys) -> None:
+    """pypa/build's way: the child's traceback crosses the boundary; the CLI shows it under --debug."""
+    from resdeploy import cli
+    from resdeploy.errors import StageError, from_payload
+
+    req = {"artifact": str(zoo_onnx), "backend": "ort-cpu", "config": {"batches": [1], "bogus": 1},
+           "model_options": {}}
+    r = subprocess.run([sys.executable, "-m", "resdeploy.runtime._bench_worker"], input=json.dumps(req),
+                       capture_output=True, text=True, timeout=120)
+    payload = json.loads(r.stdout)["error"]
+    assert r.returncode == 1 and payload["type"] == "TypeError" and "bogus" in payload["message"]
+    assert "Traceback" in payload["traceback"] and "worker_main" in payload["traceback"]
+    error = from_payload(payload)
+    assert isinstance(error, StageError) and error.child_traceback == payload["traceback"]
+
+    def fail(args: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_bench", fail)
+    with pytest.raises(StageError):
+        cli.main(["--debug", "bench", str(zoo_onnx)])
+    assert "worker_main" in capsys.readouterr().err

@@ -6,7 +6,6 @@ for it (``batches = "1,abc"`` is an error naming ``batches``, never a crash late
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import typing
 from dataclasses import dataclass, fields
@@ -73,9 +72,6 @@ class RunConfig:
                 raise UsageError(f"{name.replace('_', '-')} must be at least 1, got {value}")
         if self.warmup < 0 or self.max_seconds <= 0 or (self.max_drop is not None and self.max_drop < 0):
             raise UsageError("warmup and max-drop cannot be negative, and max-seconds must be positive")
-
-    def replace(self, **changes: Any) -> RunConfig:
-        return dataclasses.replace(self, **changes)
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> RunConfig:

@@ -242,8 +242,8 @@ def worker_main() -> int:
         try:
             artifact = Artifact.resolve(req["artifact"], **req.get("model_options", {}))
             results = benchmark(artifact, req["backend"], BenchConfig(**cfg))
-        except ResdeployError as exc:
+        except Exception as exc:  # noqa: BLE001 - every error goes back to the parent, with its traceback
             answer.write(json.dumps({"error": to_payload(exc)}))
-            return exc.exit_code
+            return exc.exit_code if isinstance(exc, ResdeployError) else 1
         answer.write(json.dumps({"results": [r.to_dict() for r in results]}))
     return 0
