@@ -173,3 +173,16 @@ def test_no_two_modules_import_each_other_in_a_loop() -> None:
     graph = {_module_name(p): _imports(p) for p in SRC.rglob("*.py")}
     assert graph["resdeploy.pipeline.run"], "the import parser sees nothing"
     assert _cycles(graph) == []
+
+
+def test_no_package_holds_more_than_a_fifth_of_the_lines() -> None:
+    """Each top-level package does one job: none grows into a room that holds several."""
+    lines = {p: len(p.read_text().splitlines()) for p in SRC.rglob("*.py")}
+    total = sum(lines.values())
+    by_package: dict[str, int] = {}
+    for p, n in lines.items():
+        parts = p.relative_to(SRC).parts
+        if len(parts) > 1:
+            by_package[parts[0]] = by_package.get(parts[0], 0) + n
+    assert len(by_package) >= 5
+    assert {k: round(v / total, 3) for k, v in by_package.items() if v > total / 5} == {}

@@ -222,7 +222,9 @@ def _bench_rows(results: list[Any]) -> list[list[str]]:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from ._io import check_writable, write_json
-    from .runtime import Artifact, BenchConfig, benchmark, benchmark_isolated, check_backend, environment
+    from .device import environment
+    from .measure import BenchConfig, benchmark, benchmark_isolated
+    from .runtime import Artifact, check_backend
 
     config = BenchConfig(batches=args.batch, warmup=args.warmup, iters=args.iters,
                          max_seconds=args.max_seconds, threads=args.threads)
@@ -262,7 +264,8 @@ def _pct(x: float) -> str:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ._io import check_writable, write_json
-    from .runtime import Artifact, EvalConfig, evaluate
+    from .measure import EvalConfig, evaluate
+    from .runtime import Artifact
 
     config = EvalConfig(limit=args.limit, batch_size=args.eval_batch, threads=args.threads, workers=args.workers)
     if args.json:
@@ -323,7 +326,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
-    from .runtime.bundle import write_bundle
+    from .device import write_bundle
 
     path = write_bundle(args.outdir, images=args.images, seed=args.seed, dest=args.output)
     size = sum(p.stat().st_size for p in path.iterdir() if p.is_file()) / 1e6
@@ -346,7 +349,7 @@ def _verify_rows(report: Any) -> list[list[str]]:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from ._io import check_writable, write_json
-    from .runtime.verify import verify
+    from .device import verify
 
     if args.json:
         check_writable(args.json)
@@ -463,7 +466,8 @@ def _add_run(sub: Sub) -> None:
 
 
 def _add_bench(sub: Sub) -> None:
-    from .runtime import BenchConfig, backend_help, backend_names
+    from .measure import BenchConfig
+    from .runtime import backend_help, backend_names
 
     p = sub.add_parser("bench", help="latency percentiles and throughput per batch size", formatter_class=_Help)
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help=".onnx, TensorRT .plan, or a MODEL spec (torch)")
@@ -483,7 +487,8 @@ def _add_bench(sub: Sub) -> None:
 
 
 def _add_eval(sub: Sub) -> None:
-    from .runtime import EvalConfig, backend_help, backend_names
+    from .measure import EvalConfig
+    from .runtime import backend_help, backend_names
 
     p = sub.add_parser("eval", help="top-1/top-5 on a data set and agreement with the FP32 reference", formatter_class=_Help)
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT")

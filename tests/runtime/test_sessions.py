@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from resdeploy.errors import BackendUnavailableError, UsageError
-from resdeploy.runtime import Artifact, BenchConfig, benchmark_isolated, get_backend, open_session
+from resdeploy.measure import BenchConfig, benchmark_isolated
+from resdeploy.runtime import Artifact, get_backend, open_session
 
 
 def test_sessions_check_names_dtype_and_rank(zoo_onnx: Path) -> None:
@@ -44,7 +45,7 @@ def test_bench_worker_errors_keep_their_class(zoo_onnx: Path) -> None:
 
 
 def test_bench_worker_runs_only_as_main() -> None:
-    code = "import resdeploy.runtime._bench_worker; print('imported')"
+    code = "import resdeploy.measure._bench_worker; print('imported')"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "imported"
 
@@ -52,7 +53,7 @@ def test_bench_worker_runs_only_as_main() -> None:
 def test_bench_worker_answers_json(zoo_onnx: Path) -> None:
     req = {"artifact": str(zoo_onnx), "backend": "nope", "config": {"batches": [1], "iters": 1, "warmup": 0},
            "model_options": {}}
-    r = subprocess.run([sys.executable, "-m", "resdeploy.runtime._bench_worker"], input=json.dumps(req),
+    r = subprocess.run([sys.executable, "-m", "resdeploy.measure._bench_worker"], input=json.dumps(req),
                        capture_output=True, text=True, timeout=120)
     answer = json.loads(r.stdout)
     assert r.returncode == 2 and answer["error"]["type"] == "UsageError" and "unknown backend" in answer["error"]["message"]
@@ -65,7 +66,7 @@ def test_an_unexpected_worker_error_keeps_its_traceback(zoo_onnx: Path, monkeypa
 
     req = {"artifact": str(zoo_onnx), "backend": "ort-cpu", "config": {"batches": [1], "bogus": 1},
            "model_options": {}}
-    r = subprocess.run([sys.executable, "-m", "resdeploy.runtime._bench_worker"], input=json.dumps(req),
+    r = subprocess.run([sys.executable, "-m", "resdeploy.measure._bench_worker"], input=json.dumps(req),
                        capture_output=True, text=True, timeout=120)
     payload = json.loads(r.stdout)["error"]
     assert r.returncode == 1 and payload["type"] == "TypeError" and "bogus" in payload["message"]

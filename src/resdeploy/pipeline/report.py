@@ -228,7 +228,7 @@ def manifest(state: RunState, env: dict[str, Any]) -> dict[str, Any]:
 def make_report(state: RunState, export_info: dict[str, Any], quant_reports: dict[str, Any],
                   accuracy: dict[str, Any], latency: Latency) -> dict[str, Any]:
     """The run's report from its stages' results; writes the plots and the Triton repository."""
-    from ..runtime import environment
+    from ..device import environment
 
     cfg, out = state.config, state.out
     env = environment(None, "one process per artifact")

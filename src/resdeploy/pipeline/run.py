@@ -20,20 +20,12 @@ from typing import Any, TypeVar
 
 from .. import __version__, _io
 from .._tensorrt import import_tensorrt, tensorrt_unavailable_reason
+from ..device import BundleSource, environment, write_bundle
 from ..engine import BuildConfig, inspect_onnx, trtexec_script
+from ..measure import BenchConfig, EvalConfig, benchmark_isolated, evaluate
 from ..models import ModelSpec, load_model
 from ..quantize import QuantizeConfig, quantize
-from ..runtime import (
-    Artifact,
-    BenchConfig,
-    EvalConfig,
-    backend_names,
-    benchmark_isolated,
-    environment,
-    evaluate,
-    get_backend,
-)
-from ..runtime.bundle import BundleSource, write_bundle
+from ..runtime import Artifact, backend_names, get_backend
 from ._stages import StageStore
 from .config import RunConfig
 from .report import make_report, manifest, write_report

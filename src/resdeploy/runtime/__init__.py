@@ -1,5 +1,6 @@
-"""Runtime stage: one session interface over torch, ONNX Runtime, OpenVINO and TensorRT, and
-the ``bench`` / ``eval`` / ``verify`` measurements built on it.
+"""Running artifacts: one session interface over torch, ONNX Runtime, OpenVINO and TensorRT
+(``bench`` and ``eval`` measure through it in :mod:`resdeploy.measure`; the device-side proof
+is :mod:`resdeploy.device`).
 
 Importing the backend modules registers them (none imports its runtime at module level).
 """
@@ -7,8 +8,6 @@ Importing the backend modules registers them (none imports its runtime at module
 from . import openvino_backend, ort_backend, tensorrt_backend, torch_backend  # noqa: F401 - registration
 from .artifact import Artifact
 from .base import Backend, BackendOptions, Session, TensorSpec, Timing
-from .bench import BenchConfig, BenchResult, benchmark, benchmark_isolated, environment
-from .evaluate import EvalConfig, EvalReport, EvalResult, evaluate, topk_accuracy
 from .registry import (
     auto_backend,
     backend_help,
@@ -23,24 +22,14 @@ __all__ = [
     "Artifact",
     "Backend",
     "BackendOptions",
-    "BenchConfig",
-    "BenchResult",
-    "EvalConfig",
-    "EvalReport",
-    "EvalResult",
     "Session",
     "TensorSpec",
     "Timing",
     "auto_backend",
     "backend_help",
     "backend_names",
-    "benchmark",
-    "benchmark_isolated",
     "check_backend",
-    "environment",
-    "evaluate",
     "get_backend",
     "open_session",
     "register_backend",
-    "topk_accuracy",
 ]

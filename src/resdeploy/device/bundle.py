@@ -109,7 +109,7 @@ def _checksum(doc: dict[str, Any]) -> str:
 
 
 def _machine() -> dict[str, Any]:
-    from .bench import environment
+    from .environment import environment
 
     env = environment(None, "bundle")
     return {"cpu": env["cpu"], "platform": env["platform"], "versions": env["versions"]}
@@ -134,7 +134,7 @@ def _expected(onnx_path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def _torch_logits(reference: Any, x: np.ndarray) -> np.ndarray:
-    from .registry import open_session
+    from ..runtime.registry import open_session
 
     with open_session(reference, "torch") as s:
         return s.logits(x, max_batch=64)
@@ -174,7 +174,7 @@ def write_bundle(source: BundleSource | str | Path, *, images: int = 256, seed: 
                  dest: str | Path | None = None) -> Path:
     """The bundle (default ``OUTDIR/bundle/``) of a run, given as a :class:`BundleSource` or as a
     finished run's OUTDIR; returns the bundle folder. Rewritten whole, atomically per file."""
-    from .artifact import Artifact
+    from ..runtime.artifact import Artifact
 
     src = source if isinstance(source, BundleSource) else BundleSource.read(source)
     variants = src.variants

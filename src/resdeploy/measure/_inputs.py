@@ -26,7 +26,7 @@ import numpy as np
 from .. import __version__, _io, _progress
 from ..data import Dataset
 from ..preprocess import Preprocess
-from .artifact import Artifact
+from ..runtime.artifact import Artifact
 
 log = logging.getLogger(__name__)
 
