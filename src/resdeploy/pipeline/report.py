@@ -216,7 +216,7 @@ def manifest(state: RunState, env: dict[str, Any]) -> dict[str, Any]:
         "resdeploy_version": __version__,
         "python": platform.python_version(),
         "versions": env["versions"],
-        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in state.config.__dict__.items()},
+        "config": state.config.settings(),
         "artifacts": [
             {"path": str(p.relative_to(out)) if p.is_relative_to(out) else str(p.resolve()),
              "sha256": _io.sha256_file(p), "bytes": p.stat().st_size}
@@ -233,12 +233,12 @@ def make_report(state: RunState, export_info: dict[str, Any], quant_reports: dic
     cfg, out = state.config, state.out
     env = environment(None, "one process per artifact")
     report = {
-        "model": {"spec": cfg.model, "weights": cfg.weights, "export": json.loads(json.dumps(export_info))},
+        "model": {"spec": cfg.model.spec, "weights": cfg.model.weights, "export": json.loads(json.dumps(export_info))},
         "reference": {k: accuracy["reference"][k] for k in ("artifact", "top1", "top5", "n", "top1_ci95")
                       if k in accuracy["reference"]},
         "data": {"calib": cfg.calib, "val": cfg.val},
         "stages": state.stages,
-        "variants": variant_entries(cfg.model, cfg.batches, accuracy, latency, state.artifacts),
+        "variants": variant_entries(cfg.model.spec, cfg.bench.batches, accuracy, latency, state.artifacts),
         "quantize": quant_reports,
         "eval_timing": accuracy.get("timing"),
         "gpu": gpu_status(latency, env.get("gpus", [])),
@@ -272,7 +272,7 @@ def _triton_models(state: RunState) -> list[Any]:
         art = Artifact.resolve(str(v.path))
         pre = art.preprocess()
         num_classes = int(art.metadata.get("resdeploy.num_classes", "0"))
-        max_batch = state.config.max_batch
+        max_batch = state.config.build.max_batch
         if art.kind == "plan":
             rec = load_record(v.path) or {}
             input_name, profile = next(iter(rec["profile"].items()))
@@ -283,6 +283,6 @@ def _triton_models(state: RunState) -> list[Any]:
         models.append(TritonModel(
             name=f"{state.slug}-{v.name}{suffix}", artifact=v.path, input_name=input_name,
             input_dims=pre.input_shape, output_name="logits", num_classes=num_classes, max_batch_size=max_batch,
-            preferred_batches=tuple(b for b in state.config.batches if b <= max_batch),
+            preferred_batches=tuple(b for b in state.config.bench.batches if b <= max_batch),
         ))
     return models

@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +22,7 @@ from .. import __version__, _io
 from .._tensorrt import import_tensorrt, tensorrt_unavailable_reason
 from ..device import BundleSource, environment, write_bundle
 from ..engine import BuildConfig, inspect_onnx, trtexec_script
-from ..measure import BenchConfig, EvalConfig, benchmark_isolated, evaluate
+from ..measure import BenchConfig, benchmark_isolated, evaluate
 from ..models import ModelSpec, load_model
 from ..quantize import QuantizeConfig, quantize
 from ..runtime import Artifact, backend_names, get_backend
@@ -44,11 +44,6 @@ class RunResult:
     outdir: Path
     report: dict[str, Any]
     stages: list[dict[str, Any]] = field(default_factory=list)
-
-
-def model_spec(cfg: RunConfig) -> ModelSpec:
-    return ModelSpec(cfg.model, weights=cfg.weights, num_classes=cfg.num_classes, input_size=cfg.input_size,
-                     mean=cfg.mean, std=cfg.std, trust_pickle=cfg.trust_pickle)
 
 
 def model_identity(spec: ModelSpec) -> dict[str, Any]:
@@ -75,9 +70,7 @@ def variants_for(cfg: RunConfig, out: Path, slug: str) -> list[Variant]:
         vs.append(Variant("fp16", "fp16", "tensorrt", out / f"{slug}-fp16.onnx", QuantizeConfig(precision="fp16")))
     if "int8" in cfg.precisions:
         for target in cfg.targets:
-            q = QuantizeConfig(precision="int8", target=target, calib=cfg.calib, calib_size=cfg.calib_size,
-                               calib_method=cfg.calib_method, val=cfg.val, max_drop=cfg.max_drop,
-                               val_limit=cfg.val_limit)
+            q = replace(cfg.quantize, precision="int8", target=target)
             vs.append(Variant(f"int8-{target}", "int8", target, out / f"{slug}-int8-{target}.onnx", q))
     return vs
 
@@ -98,10 +91,10 @@ class Runner:
     def __init__(self, cfg: RunConfig, out: Path, argv: list[str]) -> None:
         self.cfg, self.out = cfg, out
         self.store = StageStore(out)
-        spec = model_spec(cfg)
+        spec = cfg.model
         self.state = RunState(cfg, out, argv, spec, variants_for(cfg, out, spec.parsed.slug))
         self.spec, self.slug = spec, self.state.slug
-        self.stages, self.variants, self.plans = self.state.stages, self.state.variants, self.state.engines
+        self.stages, self.variants, self.engines = self.state.stages, self.state.variants, self.state.engines
         self.ident = model_identity(self.spec)
         self.fp32 = out / f"{self.slug}-fp32.onnx"
         self.hashes: dict[str, str] = {}
@@ -133,13 +126,10 @@ class Runner:
         self.hashes = {str(v.path): _io.sha256_file(v.path) for v in self.variants if v.path is not None}
         return reports
 
-    def build_config(self) -> BuildConfig:
-        return BuildConfig(min_batch=1, opt_batch=max(self.cfg.batches), max_batch=self.cfg.max_batch)
-
     def build(self) -> None:
         """TensorRT engines where TensorRT and a GPU are here; ``trtexec.sh`` always."""
         entries = [(inspect_onnx(v.path), f"{v.path.stem}.plan") for v in self.variants if v.path is not None]
-        _io.write_text(self.out / "trtexec.sh", trtexec_script(entries, self.build_config()))
+        _io.write_text(self.out / "trtexec.sh", trtexec_script(entries, self.cfg.build))
         reason = tensorrt_unavailable_reason()
         if reason is not None:
             self.stages.append({"name": "build", "seconds": 0.0, "artifact": None, "reused": False,
@@ -147,13 +137,13 @@ class Runner:
             log.info("build: skipped (%s); trtexec commands in %s", reason, self.out / "trtexec.sh")
             return
         trt = import_tensorrt()
-        bcfg = self.build_config()
+        bcfg = self.cfg.build
         for v in self.variants:
             assert v.path is not None
             plan, onnx_path = v.path.with_suffix(".plan"), v.path
             self.stage(f"build:{v.name}", {"onnx": self.hashes[str(v.path)], "config": asdict(bcfg), "trt": trt.__version__},
                        partial(_build, onnx_path, plan, bcfg), plan)
-            self.plans.append(Variant(v.name, v.precision, v.target, plan))
+            self.engines.append(Variant(v.name, v.precision, v.target, plan))
             self.hashes[str(plan)] = _io.sha256_file(plan)
 
     def bundle(self, report: dict[str, Any]) -> None:
@@ -165,7 +155,7 @@ class Runner:
 
     def runs(self) -> list[tuple[Variant, str]]:
         """(variant, backend) pairs to measure: each ONNX on each ONNX backend, each plan on tensorrt."""
-        return [(v, b) for v in self.variants for b in _onnx_backends()] + [(p, "tensorrt") for p in self.plans]
+        return [(v, b) for v in self.variants for b in _onnx_backends()] + [(p, "tensorrt") for p in self.engines]
 
     def evaluate(self) -> dict[str, Any]:
         """Every (artifact, backend) on the validation set: OpenVINO's and TensorRT's kernels are
@@ -173,9 +163,9 @@ class Runner:
         items = [(str(v.path), b) for v, b in self.runs()]
 
         def produce() -> dict[str, Any]:
-            reference = Artifact.resolve(self.cfg.model, **model_options(self.spec))
+            reference = Artifact.resolve(self.spec.spec, **model_options(self.spec))
             report = evaluate([Artifact.resolve(p) for p, _ in items], self.cfg.val, reference=reference,
-                              backend=[b for _, b in items], config=EvalConfig(limit=self.cfg.val_limit))
+                              backend=[b for _, b in items], config=self.cfg.eval)
             return report.to_dict()
 
         params = {"artifacts": [(p, b, self.hashes[p]) for p, b in items], "val": self.cfg.val,
@@ -185,13 +175,13 @@ class Runner:
     def bench(self) -> dict[tuple[str, str], list[dict[str, Any]]]:
         """Each (artifact, backend) in its own process, plus the torch reference."""
         cfg = self.cfg
-        bcfg = BenchConfig(batches=cfg.batches, warmup=cfg.warmup, iters=cfg.iters, max_seconds=cfg.max_seconds)
+        bcfg = cfg.bench
         env = environment(None, "one process per artifact")
         common = {"config": asdict(bcfg), "cpu": env["cpu"], "versions": env["versions"]}
         latency: dict[tuple[str, str], list[dict[str, Any]]] = {}
         references = [(Variant("torch", "fp32", "cpu", None), b) for b in _reference_backends()]
         for v, backend in [*references, *self.runs()]:
-            text = str(v.path) if v.path else cfg.model
+            text = str(v.path) if v.path else self.spec.spec
             identity = self.hashes[text] if v.path else self.ident
             latency[(text, backend)] = self.stage(
                 f"bench:{v.name}:{backend}", {**common, "artifact": identity, "backend": backend},
