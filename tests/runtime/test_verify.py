@@ -138,6 +138,7 @@ def _on_fake_device(monkeypatch, version: str, **fake_options):
     monkeypatch.setattr(probe, "cuda_device", lambda index=0: DEVICE)
     monkeypatch.setattr(backend, "cuda_device", lambda index=0: DEVICE)
     monkeypatch.setattr(builder, "cuda_device", lambda index=0: DEVICE)
+    monkeypatch.setattr(backend, "select_device", lambda index: "cpu")
     monkeypatch.setattr(backend, "CudaOps", lambda device: CpuOps(trt, device))
     return trt
 
