@@ -81,3 +81,14 @@ def test_an_unexpected_worker_error_keeps_its_traceback(zoo_onnx: Path, monkeypa
     with pytest.raises(StageError):
         cli.main(["--debug", "bench", str(zoo_onnx)])
     assert "worker_main" in capsys.readouterr().err
+
+
+def test_names_that_moved_out_of_runtime_still_import_from_it() -> None:
+    import resdeploy.device
+    import resdeploy.measure
+    from resdeploy.runtime import BenchConfig, environment, evaluate
+
+    assert BenchConfig is resdeploy.measure.BenchConfig and evaluate is resdeploy.measure.evaluate
+    assert environment is resdeploy.device.environment
+    with pytest.raises(ImportError):
+        from resdeploy.runtime import no_such_name  # noqa: F401

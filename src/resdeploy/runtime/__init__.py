@@ -5,6 +5,8 @@ is :mod:`resdeploy.device`).
 Importing the backend modules registers them (none imports its runtime at module level).
 """
 
+from typing import Any
+
 from . import openvino_backend, ort_backend, tensorrt_backend, torch_backend  # noqa: F401 - registration
 from .artifact import Artifact
 from .base import Backend, BackendOptions, Session, TensorSpec, Timing
@@ -33,3 +35,20 @@ __all__ = [
     "open_session",
     "register_backend",
 ]
+
+_MEASURE = ("BenchConfig", "BenchResult", "EvalConfig", "EvalReport", "EvalResult", "benchmark", "benchmark_isolated",
+            "evaluate", "topk_accuracy")
+
+
+def __getattr__(name: str) -> Any:
+    """Names that moved to :mod:`resdeploy.measure` (bench, eval) and :mod:`resdeploy.device`
+    (``environment``), still importable from here, loaded on first use."""
+    if name in _MEASURE:
+        from .. import measure
+
+        return getattr(measure, name)
+    if name == "environment":
+        from ..device import environment
+
+        return environment
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
