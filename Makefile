@@ -11,7 +11,8 @@ comma := ,
 # The rtx extra (TensorRT for RTX, whose builder runs without a GPU) where NVIDIA publishes wheels: x86_64.
 EXTRAS := dev,openvino$(if $(filter x86_64 amd64 AMD64,$(shell uname -m)),$(comma)rtx)
 FASHION_DIR := /usr/share/datasets/fashion-mnist
-# mypy over the TensorRT modules runs against tensorrt-stubs in a venv of its own (TENSORRT.md).
+# mypy over the TensorRT modules (tools/trt_typecheck_targets.txt) runs against tensorrt-stubs in a venv
+# of its own: `make typecheck-trt`.
 STUBS_VENV ?= .venv-trt-stubs
 # The oldest supported stack (JetPack 6.0: Python 3.10, torch 2.3) in a venv of its own, with
 # every dependency at pyproject's lower bound; its wheels are kept between runs.

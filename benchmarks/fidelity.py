@@ -32,10 +32,10 @@ import onnx
 
 from resdeploy import _onnx
 from resdeploy.data import calibration_batches, load_dataset
+from resdeploy.device import environment
 from resdeploy.export import export_onnx
 from resdeploy.models import load_model
 from resdeploy.quantize import QuantizeConfig, _calib, _qdq, quantize
-from resdeploy.runtime import environment
 from resdeploy.stats import paired_drop, wilson_interval
 from resdeploy.zoo import FASHION_PREPROCESS
 

@@ -28,11 +28,13 @@ import numpy as np
 
 from resdeploy import _onnx
 from resdeploy.data import calibration_batches, load_dataset
+from resdeploy.device import environment
 from resdeploy.export import export_onnx
+from resdeploy.measure import BenchConfig, EvalConfig, benchmark_isolated, evaluate
 from resdeploy.models import load_model
 from resdeploy.preprocess import Preprocess
 from resdeploy.quantize import QuantizeConfig, quantize
-from resdeploy.runtime import Artifact, BenchConfig, EvalConfig, benchmark_isolated, environment, evaluate
+from resdeploy.runtime import Artifact
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"fashion": "zoo:fashion-resnet18", "resnet50": "resnet50"}

@@ -106,3 +106,83 @@ def test_nothing_needs_more_than_python_3_10() -> None:
                         str(SRC), str(root / "tests"), str(root / "benchmarks"), str(root / "tools")],
                        capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_module(name: str) -> bool:
+    rel = Path(*name.split("."))
+    return (SRC.parent / rel).with_suffix(".py").is_file() or (SRC.parent / rel / "__init__.py").is_file()
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module of the package ``path`` imports: at module level, inside functions and under
+    TYPE_CHECKING alike, relative imports resolved; ``from pkg import sub`` counts as ``pkg.sub``."""
+    me = _module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            for a in node.names:
+                found.add(f"{base}.{a.name}" if _is_module(f"{base}.{a.name}") else base)
+    return {m for m in found if m.split(".")[0] == "resdeploy" and m != me}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per strongly connected component of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_two_modules_import_each_other_in_a_loop() -> None:
+    graph = {_module_name(p): _imports(p) for p in SRC.rglob("*.py")}
+    assert graph["resdeploy.pipeline.run"], "the import parser sees nothing"
+    assert _cycles(graph) == []
+
+
+def test_no_package_holds_more_than_a_fifth_of_the_lines() -> None:
+    """Each top-level package does one job: none grows into a room that holds several."""
+    lines = {p: len(p.read_text().splitlines()) for p in SRC.rglob("*.py")}
+    total = sum(lines.values())
+    by_package: dict[str, int] = {}
+    for p, n in lines.items():
+        parts = p.relative_to(SRC).parts
+        if len(parts) > 1:
+            by_package[parts[0]] = by_package.get(parts[0], 0) + n
+    assert len(by_package) >= 5
+    assert {k: round(v / total, 3) for k, v in by_package.items() if v > total / 5} == {}

@@ -24,7 +24,6 @@ __all__ = [
     "cache_dir",
     "check_writable",
     "copy_file",
-    "sha256_bytes",
     "sha256_file",
     "write_bytes",
     "write_json",
@@ -129,10 +128,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def cache_dir() -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -112,11 +111,6 @@ def set_metadata(model: onnx.ModelProto, props: Mapping[str, str]) -> None:
     for k in sorted(merged):
         entry = model.metadata_props.add()
         entry.key, entry.value = k, merged[k]
-
-
-def meta_json(model: onnx.ModelProto, key: str, default: Any = None) -> Any:
-    value = metadata(model).get(key)
-    return default if value is None else json.loads(value)
 
 
 def cap_ir_version(model: onnx.ModelProto) -> None:

@@ -63,9 +63,11 @@ def _batch_spec(text: str) -> int | None:
 
 
 def _batches(text: str) -> tuple[int, ...]:
+    from ._parse import parse_list
+
     try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
+        values = parse_list(text, int, "batch sizes")
+    except UsageError:
         raise argparse.ArgumentTypeError(f"{text!r}: give batch sizes as 1,8,32") from None
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"{text!r}: batch sizes must be positive integers")
@@ -242,7 +244,9 @@ def _bench_rows(results: list[Any]) -> list[list[str]]:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from ._io import check_writable, write_json
-    from .runtime import Artifact, BenchConfig, benchmark, benchmark_isolated, check_backend, environment
+    from .device import environment
+    from .measure import BenchConfig, benchmark, benchmark_isolated
+    from .runtime import Artifact, check_backend
 
     config = BenchConfig(batches=args.batch, warmup=args.warmup, iters=args.iters,
                          max_seconds=args.max_seconds, threads=args.threads)
@@ -282,7 +286,8 @@ def _pct(x: float) -> str:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ._io import check_writable, write_json
-    from .runtime import Artifact, EvalConfig, evaluate
+    from .measure import EvalConfig, evaluate
+    from .runtime import Artifact
 
     config = EvalConfig(limit=args.limit, batch_size=args.eval_batch, threads=args.threads, workers=args.workers)
     if args.json:
@@ -312,28 +317,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .pipeline import RunConfig, load_config, run_pipeline, summary_rows
-    from .preprocess import parse_triplet
+    from .pipeline import SETTINGS, run_config, run_pipeline, summary_rows
 
-    settings = load_config(args.config) if args.config else {}
-    flags = {
-        "model": args.model, "weights": args.weights, "num_classes": args.num_classes, "input_size": args.input_size,
-        "mean": parse_triplet(args.mean, "mean") if args.mean else None,
-        "std": parse_triplet(args.std, "std") if args.std else None,
-        "trust_pickle": True if args.trust_pickle else None,
-        "calib": args.calib, "calib_size": args.calib_size, "calib_method": args.calib_method, "val": args.val,
-        "val_limit": args.val_limit, "max_drop": args.max_drop,
-        "precisions": tuple(args.precisions.split(",")) if args.precisions else None,
-        "targets": tuple(args.targets.split(",")) if args.targets else None,
-        "batches": args.batch, "iters": args.iters, "warmup": args.warmup, "max_seconds": args.max_seconds,
-        "output": args.output, "triton_repo": args.triton_repo,
-    }
-    settings.update({k: v for k, v in flags.items() if v is not None})  # flags override the file
-    cfg = RunConfig.from_settings(settings)
+    given = vars(args)
+    flags = {name: given.get(name) for name in (*SETTINGS, "batch") if name != "batches"}
+    flags["trust_pickle"] = True if args.trust_pickle else None  # a flag cannot unset the file's true
+    cfg = run_config(args.config, flags)
     result = run_pipeline(cfg, ["resdeploy", *args.argv])
     cols, rows = summary_rows(result.report)
     ref = result.report["reference"]
-    _print_table(f"{cfg.model} on {cfg.val}: FP32 torch top-1 {100 * ref['top1']:.2f} % over {ref['n']} images",
+    _print_table(f"{cfg.model.spec} on {cfg.val}: FP32 torch top-1 {100 * ref['top1']:.2f} % over {ref['n']} images",
                  cols, rows)
     total = sum(s["seconds"] for s in result.stages)
     reused = sum(1 for s in result.stages if s.get("reused"))
@@ -343,7 +336,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
-    from .runtime.bundle import write_bundle
+    from .device import write_bundle
 
     path = write_bundle(args.outdir, images=args.images, seed=args.seed, dest=args.output)
     size = sum(p.stat().st_size for p in path.iterdir() if p.is_file()) / 1e6
@@ -366,7 +359,7 @@ def _verify_rows(report: Any) -> list[list[str]]:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from ._io import check_writable, write_json
-    from .runtime.verify import verify
+    from .device import verify
 
     if args.json:
         check_writable(args.json)
@@ -470,22 +463,21 @@ def _add_build(sub: Sub) -> None:
 
 
 def _add_run(sub: Sub) -> None:
-    from .pipeline import RunConfig
-
-    d = lambda name: _default(RunConfig, name)  # noqa: E731 - a short alias for the help strings
+    from .pipeline.config import default as d
+    from .quantize import CALIB_METHODS
     p = sub.add_parser("run", help="the whole pipeline: export, quantize, build, eval, bench, report", formatter_class=_Help)
     p.add_argument("config", nargs="?", metavar="CONFIG.toml", help="settings with the same names as the flags (flags win)")
     p.add_argument("--model", help=f"MODEL spec (default: {d('model')})")
     _add_model_options(p)
     p.add_argument("--calib", help=f"calibration DATA (default: {d('calib')})")
     p.add_argument("--calib-size", type=_positive_int, help=f"calibration images (default: {d('calib_size')})")
-    p.add_argument("--calib-method", help=f"calibration method (default: {d('calib_method')})")
+    p.add_argument("--calib-method", choices=CALIB_METHODS, help=f"calibration method (default: {d('calib_method')})")
     p.add_argument("--val", help=f"validation DATA (default: {d('val')})")
     p.add_argument("--val-limit", type=_positive_int, help="first N validation images only (default: all)")
     p.add_argument("--max-drop", type=float, metavar="PP", help="INT8 top-1 budget in percentage points (default: none)")
-    p.add_argument("--precisions", help=f"variants to build (default: {','.join(d('precisions'))})")
+    p.add_argument("--precisions", help=f"variants to build, e.g. 'fp32, int8' (default: {','.join(d('precisions'))})")
     p.add_argument("--targets", help=f"INT8 targets (default: {','.join(d('targets'))})")
-    p.add_argument("--batch", type=_batches, help=f"bench batch sizes (default: {','.join(map(str, d('batches')))})")
+    p.add_argument("--batch", help=f"bench batch sizes (default: {','.join(map(str, d('batches')))})")
     p.add_argument("--iters", type=_positive_int, help=f"timed iterations per batch size (default: {d('iters')})")
     p.add_argument("--warmup", type=int, help=f"untimed iterations first (default: {d('warmup')})")
     p.add_argument("--max-seconds", type=float, help=f"bench time budget per batch size (default: {d('max_seconds')})")
@@ -495,7 +487,8 @@ def _add_run(sub: Sub) -> None:
 
 
 def _add_bench(sub: Sub) -> None:
-    from .runtime import BenchConfig, backend_help, backend_names
+    from .measure import BenchConfig
+    from .runtime import backend_help, backend_names
 
     p = sub.add_parser("bench", help="latency percentiles and throughput per batch size", formatter_class=_Help)
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help=".onnx, TensorRT .plan, or a MODEL spec (torch)")
@@ -515,7 +508,8 @@ def _add_bench(sub: Sub) -> None:
 
 
 def _add_eval(sub: Sub) -> None:
-    from .runtime import EvalConfig, backend_help, backend_names
+    from .measure import EvalConfig
+    from .runtime import backend_help, backend_names
 
     p = sub.add_parser("eval", help="top-1/top-5 on a data set and agreement with the FP32 reference", formatter_class=_Help)
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT")
@@ -600,11 +594,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except ResdeployError as exc:
         if args.debug:
+            if exc.child_traceback:  # the error met in a worker process: its own traceback first
+                sys.stderr.write(f"in the worker process:\n{exc.child_traceback}\n")
             raise
         sys.stderr.write(f"error: {exc}\n")
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted; rerun the same command to resume (finished stages are kept)\n")
+        resume = "; rerun the same command to resume (finished stages are kept)" if args.command == "run" else ""
+        sys.stderr.write(f"error: interrupted{resume}\n")
         return 130
     except Exception as exc:
         if args.debug:

@@ -319,8 +319,8 @@ def calibration_batches(
 ) -> list[dict[str, np.ndarray]]:
     """The one calibration protocol: equal-sized ``{input_name: x}`` batches.
 
-    Equal sizes matter: ONNX Runtime's histogram calibrators fail on a ragged last batch, so
-    the sample count is rounded down to a multiple of ``batch_size`` (at least one batch).
+    The sample count is rounded down to a multiple of ``batch_size`` (at least one batch), so
+    every batch has the same shape and weighs the same in the streaming calibrator.
     Calibration data that cannot be right (NaN or Inf, every image constant) is an error.
     """
     if size > len(dataset):

@@ -7,6 +7,8 @@ Messages name the cause and, after a semicolon, the fix.
 
 from __future__ import annotations
 
+import traceback
+
 __all__ = [
     "BackendUnavailableError",
     "BuildError",
@@ -28,6 +30,7 @@ class ResdeployError(Exception):
     """Base class; ``exit_code`` is what the CLI exits with."""
 
     exit_code = 1
+    child_traceback: str | None = None  # the traceback of the process the error was raised in, if not this one
 
 
 class UsageError(ResdeployError):
@@ -83,15 +86,21 @@ def environment_error(exc: BaseException) -> UsageError | None:
     return None
 
 
-def to_payload(exc: ResdeployError) -> dict[str, str | int]:
-    """A JSON-able form, for errors that cross a process boundary (the isolated bench worker)."""
-    return {"type": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code}
+def to_payload(exc: BaseException) -> dict[str, str | int]:
+    """A JSON-able form, for errors that cross a process boundary (the isolated bench worker),
+    with the traceback, so the parent can show it under ``--debug`` (pypa/build keeps it too)."""
+    known = isinstance(exc, ResdeployError)
+    return {"type": type(exc).__name__, "message": str(exc) if known else f"unexpected {type(exc).__name__}: {exc}",
+            "exit_code": exc.exit_code if isinstance(exc, ResdeployError) else 1,
+            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
 
 
-def from_payload(payload: dict[str, str | int], context: str = "") -> ResdeployError:
-    """The same error class again on this side of the boundary (unknown names become StageError)."""
+def from_payload(payload: dict[str, str | int]) -> ResdeployError:
+    """The same error class again on this side of the boundary (unknown names become StageError),
+    carrying the other side's traceback as ``child_traceback``."""
     cls = globals().get(str(payload.get("type", "")))
     if not (isinstance(cls, type) and issubclass(cls, ResdeployError)):
         cls = StageError
-    message = str(payload.get("message", "no detail"))
-    return cls(f"{context}{message}" if context else message)
+    error = cls(str(payload.get("message", "no detail")))
+    error.child_traceback = str(payload.get("traceback") or "") or None
+    return error

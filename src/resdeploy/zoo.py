@@ -2,7 +2,7 @@
 
 ``fashion-resnet18`` (the demo model): torchvision ``resnet18(num_classes=10)`` on
 Fashion-MNIST train, the 28x28 grey image resized to 32x32 and its channel repeated three
-times, normalised with the training set's mean/std. Recipe (:class:`Recipe`): seed 0, 2 epochs,
+times, normalised with the training set's mean/std. Recipe (:class:`TrainingRecipe`): seed 0, 2 epochs,
 batch 256, AdamW (weight decay 0.05) with a one-cycle learning rate peaking at 3e-3 (25%
 warm-up), no augmentation (two epochs underfit rather than overfit), bfloat16 autocast and
 channels-last on the CPU (about 1.5x faster than FP32 here; the saved weights are FP32). About
@@ -35,7 +35,7 @@ from .preprocess import Preprocess
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["FASHION_PREPROCESS", "ZOO", "Recipe", "ZooEntry", "load_zoo_model", "train", "zoo_path"]
+__all__ = ["FASHION_PREPROCESS", "ZOO", "TrainingRecipe", "ZooEntry", "load_zoo_model", "train", "zoo_path"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ FASHION_PREPROCESS = Preprocess(input_size=32, mean=(0.2860,) * 3, std=(0.3530,)
 
 
 @dataclass(frozen=True)
-class Recipe:
+class TrainingRecipe:
     arch: str = "resnet18"
     seed: int = 0
     epochs: int = 2
@@ -61,16 +61,16 @@ class Recipe:
 @dataclass(frozen=True)
 class ZooEntry:
     description: str
-    recipe: Recipe
+    recipe: TrainingRecipe
     minutes: int  # training time on 2 cores, for the log line
     num_classes: int = 10
     preprocess: Preprocess = FASHION_PREPROCESS
 
 
 ZOO = {
-    "fashion-resnet18": ZooEntry("torchvision resnet18(num_classes=10), Fashion-MNIST, 3x32x32", Recipe(), 3),
+    "fashion-resnet18": ZooEntry("torchvision resnet18(num_classes=10), Fashion-MNIST, 3x32x32", TrainingRecipe(), 3),
     "fashion-resnet50": ZooEntry("torchvision resnet50(num_classes=10), Fashion-MNIST, 3x32x32",
-                                 Recipe(arch="resnet50"), 15),
+                                 TrainingRecipe(arch="resnet50"), 15),
 }
 
 
@@ -98,7 +98,7 @@ def load_zoo_model(name: str) -> tuple[torch.nn.Module, Preprocess, int]:
     return model.eval(), entry.preprocess, entry.num_classes
 
 
-def _cache_is_valid(path: Path, recipe: Recipe) -> bool:
+def _cache_is_valid(path: Path, recipe: TrainingRecipe) -> bool:
     info = path.with_suffix(".json")
     if not path.is_file() or not info.is_file():
         return False
@@ -114,7 +114,7 @@ def _cache_is_valid(path: Path, recipe: Recipe) -> bool:
     return True
 
 
-def _optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+def _optimizer(model: torch.nn.Module, recipe: TrainingRecipe) -> torch.optim.Optimizer:
     import torch
 
     if recipe.optimizer == "adamw":
@@ -124,7 +124,7 @@ def _optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     )
 
 
-def _steps(recipe: Recipe, n: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+def _steps(recipe: TrainingRecipe, n: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
     import torch
 
     steps_per_epoch = n // recipe.batch_size
@@ -134,7 +134,7 @@ def _steps(recipe: Recipe, n: int, gen: torch.Generator) -> Iterator[torch.Tenso
             yield perm[s * recipe.batch_size : (s + 1) * recipe.batch_size]
 
 
-def _fit(model: torch.nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, recipe: Recipe, desc: str) -> float:
+def _fit(model: torch.nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, recipe: TrainingRecipe, desc: str) -> float:
     """The training loop; returns the last loss."""
     import torch
 
@@ -161,7 +161,7 @@ def _fit(model: torch.nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, recip
     return loss_value
 
 
-def train(out: Path, recipe: Recipe = Recipe(), name: str = "fashion-resnet18") -> dict[str, Any]:
+def train(out: Path, recipe: TrainingRecipe = TrainingRecipe(), name: str = "fashion-resnet18") -> dict[str, Any]:
     """Train by the seeded recipe and save the FP32 state_dict and its record atomically."""
     import torch
     import torchvision

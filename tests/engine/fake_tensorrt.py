@@ -87,7 +87,7 @@ def _onnx_activations(path: str, x: np.ndarray, faults: dict[str, float]) -> tup
     from onnx import numpy_helper
 
     from resdeploy import _onnx
-    from resdeploy.runtime.verify import _activations
+    from resdeploy.device.explain import _activations
 
     model = onnx.load(path)
     producers = {o: n for n in model.graph.node for o in n.output}

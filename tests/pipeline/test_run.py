@@ -168,3 +168,61 @@ def test_toml_config_and_flag_override(tmp_path: Path, run_cli, monkeypatch) -> 
     assert_clean_error(run_cli("run", cfg_file, "-o", tmp_path / "o"), 2, "unknown setting 'modle'")
     assert_clean_error(run_cli("run", tmp_path / "missing.toml"), 2, "not found")
     assert_clean_error(run_cli("run", "--precisions", "int4", "-o", tmp_path / "o"), 2, "precisions")
+
+
+def test_one_run_writes_report_and_manifest_once_each(tmp_path: Path, run_cli, monkeypatch) -> None:
+    """The bundle takes the run's report in memory: nothing is written twice or read back."""
+    import resdeploy._io as io
+
+    written: list[str] = []
+    real_json, real_text = io.write_json, io.write_text
+    monkeypatch.setattr(io, "write_json", lambda path, *a, **k: (written.append(Path(path).name), real_json(path, *a, **k))[1])
+    monkeypatch.setattr(io, "write_text", lambda path, *a, **k: (written.append(Path(path).name), real_text(path, *a, **k))[1])
+    out = tmp_path / "out"
+    r = run_cli("run", "--precisions", "fp32", "--batch", "1", "--val-limit", "64", "--iters", "3", "--warmup", "1",
+                "-o", out)
+    assert r.code == 0, r.err
+    assert written.count("report.json") == 1 and written.count("manifest.json") == 1, written
+    assert written.count("report.md") == 1 and written.count("bundle.json") == 1, written
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "bundle/bundle.json" in {a["path"] for a in manifest["artifacts"]}
+
+
+def test_run_config_composes_the_stage_configs() -> None:
+    """RunConfig's fields are the stages' own config types, not copies of their fields."""
+    import dataclasses
+    import typing
+
+    from resdeploy.engine import BuildConfig
+    from resdeploy.measure import BenchConfig, EvalConfig
+    from resdeploy.models import ModelSpec
+    from resdeploy.pipeline import RunConfig
+    from resdeploy.quantize import QuantizeConfig
+
+    hints = typing.get_type_hints(RunConfig)
+    stages = {"model": ModelSpec, "quantize": QuantizeConfig, "build": BuildConfig, "bench": BenchConfig,
+              "eval": EvalConfig}
+    assert {k: hints[k] for k in stages} == stages
+    copied = {f.name for f in dataclasses.fields(RunConfig)} & {f.name for c in stages.values() for f in dataclasses.fields(c)}
+    # `val` is the run's validation data: an argument of eval and the bundle (EvalConfig holds no
+    # data), which the run hands to quantize as its accuracy budget's data.
+    assert copied == {"val"}, copied
+    assert RunConfig(val="v.npz").quantize.val == "v.npz"
+    cfg = RunConfig(calib_size=64, batches=(1, 4), val_limit=10)
+    assert cfg.quantize.calib_size == 64 and cfg.bench.batches == (1, 4) and cfg.build.opt_batch == 4
+    assert cfg.eval.limit == 10 and cfg.quantize.calib_method == QuantizeConfig(precision="fp16").calib_method  # declared once
+
+
+def test_list_flags_parse_as_in_toml(tmp_path: Path, run_cli) -> None:
+    """One list parser: `--precisions "fp32, int8"` is the TOML's `precisions = "fp32, int8"`."""
+    from resdeploy.cli import build_parser
+    from resdeploy.pipeline import SETTINGS, load_config, run_config
+
+    args = vars(build_parser().parse_args(["run", "--precisions", "fp32, int8", "--targets", " cpu", "--batch", "1, 8"]))
+    cfg = run_config(None, {k: args.get(k) for k in (*SETTINGS, "batch") if k not in ("batches", "trust_pickle")})
+    assert cfg.precisions == ("fp32", "int8") and cfg.targets == ("cpu",) and cfg.batches == (1, 8)
+    toml = tmp_path / "c.toml"
+    toml.write_text('precisions = "fp32, int8"\nbatch = "1, 8"\n')
+    assert run_config(toml, {}).precisions == cfg.precisions and load_config(toml)["batches"] == (1, 8)
+    assert_clean_error(run_cli("run", "--calib-method", "median", "-o", tmp_path / "o"), 2, "calib-method")
+    assert_clean_error(run_cli("run", "--batch", "1,abc", "-o", tmp_path / "o"), 2, "--batch must be a list of int")

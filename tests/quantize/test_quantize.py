@@ -11,7 +11,8 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from resdeploy.runtime import Artifact, evaluate
+from resdeploy.measure import evaluate
+from resdeploy.runtime import Artifact
 
 from ..conftest import assert_clean_error
 

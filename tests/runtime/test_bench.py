@@ -81,8 +81,8 @@ def test_bench_wrong_backend_for_artifact(zoo_onnx: Path, run_cli) -> None:
 
 
 def test_gpu_figures_break_down_the_median_iteration() -> None:
+    from resdeploy.measure.bench import gpu_figures, summarize
     from resdeploy.runtime.base import Timing
-    from resdeploy.runtime.bench import gpu_figures, summarize
 
     rng = np.random.default_rng(0)
     for n in (1, 7, 8):
@@ -97,7 +97,8 @@ def test_gpu_figures_break_down_the_median_iteration() -> None:
 
 
 def test_cpu_bench_results_carry_no_gpu_figures_and_wall_throughput(zoo_onnx: Path) -> None:
-    from resdeploy.runtime import Artifact, BenchConfig, benchmark
+    from resdeploy.measure import BenchConfig, benchmark
+    from resdeploy.runtime import Artifact
 
     (res,) = benchmark(Artifact.resolve(str(zoo_onnx)), "ort-cpu", BenchConfig(batches=(4,), warmup=2, iters=30))
     assert res.device == "cpu"
@@ -109,7 +110,7 @@ def test_cpu_bench_results_carry_no_gpu_figures_and_wall_throughput(zoo_onnx: Pa
 def test_a_library_print_cannot_corrupt_the_bench_worker(tmp_path: Path, monkeypatch) -> None:
     """ONNX Runtime announces a provider fallback with print(); C code writes to fd 1 directly.
     The worker's JSON answer must survive both."""
-    from resdeploy.runtime import BenchConfig, benchmark_isolated
+    from resdeploy.measure import BenchConfig, benchmark_isolated
 
     (tmp_path / "noisy_factory.py").write_text(
         "import os, sys\n"

@@ -75,7 +75,8 @@ def test_torch_cuda_bench_json_carries_trtexec_figures(tmp_path: Path, run_cli) 
 
 @pytest.mark.gpu
 def test_torch_cuda_reference_in_eval(zoo_onnx: Path) -> None:
-    from resdeploy.runtime import Artifact, EvalConfig, evaluate
+    from resdeploy.measure import EvalConfig, evaluate
+    from resdeploy.runtime import Artifact
 
     report = evaluate([Artifact.resolve(str(zoo_onnx))], "fashion-mnist:test", backend="ort-cpu",
                       config=EvalConfig(limit=500, cache_reference=False))

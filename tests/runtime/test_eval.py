@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from resdeploy.data import load_dataset
+from resdeploy.measure import evaluate
 from resdeploy.models import load_model
-from resdeploy.runtime import Artifact, evaluate
+from resdeploy.runtime import Artifact
 
 from ..conftest import assert_clean_error, zoo_torch_top1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from resdeploy.runtime._jetson import Sampler, conditions
+from resdeploy.runtime.jetson import Sampler, conditions
 
 
 def fake_orin(root: Path, *, locked: bool, gpu_hz: int = 1_300_500_000) -> Path:

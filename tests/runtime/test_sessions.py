@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from resdeploy.errors import BackendUnavailableError, UsageError
-from resdeploy.runtime import Artifact, BenchConfig, benchmark_isolated, get_backend, open_session
+from resdeploy.measure import BenchConfig, benchmark_isolated
+from resdeploy.runtime import Artifact, get_backend, open_session
 
 
 def test_sessions_check_names_dtype_and_rank(zoo_onnx: Path) -> None:
@@ -44,7 +45,7 @@ def test_bench_worker_errors_keep_their_class(zoo_onnx: Path) -> None:
 
 
 def test_bench_worker_runs_only_as_main() -> None:
-    code = "import resdeploy.runtime._bench_worker; print('imported')"
+    code = "import resdeploy.measure._bench_worker; print('imported')"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "imported"
 
@@ -52,7 +53,42 @@ def test_bench_worker_runs_only_as_main() -> None:
 def test_bench_worker_answers_json(zoo_onnx: Path) -> None:
     req = {"artifact": str(zoo_onnx), "backend": "nope", "config": {"batches": [1], "iters": 1, "warmup": 0},
            "model_options": {}}
-    r = subprocess.run([sys.executable, "-m", "resdeploy.runtime._bench_worker"], input=json.dumps(req),
+    r = subprocess.run([sys.executable, "-m", "resdeploy.measure._bench_worker"], input=json.dumps(req),
                        capture_output=True, text=True, timeout=120)
     answer = json.loads(r.stdout)
     assert r.returncode == 2 and answer["error"]["type"] == "UsageError" and "unknown backend" in answer["error"]["message"]
+
+
+def test_an_unexpected_worker_error_keeps_its_traceback(zoo_onnx: Path, monkeypatch, capsys) -> None:
+    """pypa/build's way: the child's traceback crosses the boundary; the CLI shows it under --debug."""
+    from resdeploy import cli
+    from resdeploy.errors import StageError, from_payload
+
+    req = {"artifact": str(zoo_onnx), "backend": "ort-cpu", "config": {"batches": [1], "bogus": 1},
+           "model_options": {}}
+    r = subprocess.run([sys.executable, "-m", "resdeploy.measure._bench_worker"], input=json.dumps(req),
+                       capture_output=True, text=True, timeout=120)
+    payload = json.loads(r.stdout)["error"]
+    assert r.returncode == 1 and payload["type"] == "TypeError" and "bogus" in payload["message"]
+    assert "Traceback" in payload["traceback"] and "worker_main" in payload["traceback"]
+    error = from_payload(payload)
+    assert isinstance(error, StageError) and error.child_traceback == payload["traceback"]
+
+    def fail(args: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_bench", fail)
+    with pytest.raises(StageError):
+        cli.main(["--debug", "bench", str(zoo_onnx)])
+    assert "worker_main" in capsys.readouterr().err
+
+
+def test_names_that_moved_out_of_runtime_still_import_from_it() -> None:
+    import resdeploy.device
+    import resdeploy.measure
+    from resdeploy.runtime import BenchConfig, environment, evaluate
+
+    assert BenchConfig is resdeploy.measure.BenchConfig and evaluate is resdeploy.measure.evaluate
+    assert environment is resdeploy.device.environment
+    with pytest.raises(ImportError):
+        from resdeploy.runtime import no_such_name  # noqa: F401

@@ -139,7 +139,7 @@ def _simplify(model: onnx.ModelProto, *, keep_bn: bool) -> onnx.ModelProto:
     return simplified
 
 
-def _check(proto: onnx.ModelProto) -> None:
+def _run_onnx_checker(proto: onnx.ModelProto) -> None:
     import onnx
 
     try:
@@ -188,7 +188,7 @@ def export_onnx(model: LoadedModel, output: str | Path, config: ExportConfig = E
         folded_onnx = _fold.fold_bn_onnx(proto).folded
     if config.simplify:
         proto = _simplify(proto, keep_bn=not config.fold_bn)
-    _check(proto)
+    _run_onnx_checker(proto)
     batches = (config.batch,) if config.batch else config.verify_batches
     checks = _verify.compare(
         proto, reference, input_shape=pre.input_shape, batches=batches, tolerance=config.tolerance,

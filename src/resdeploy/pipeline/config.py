@@ -1,7 +1,12 @@
-"""``resdeploy run`` configuration: a TOML file with the same names as the flags; flags win.
+"""``resdeploy run`` configuration, built once, here, from flags and a TOML file (flags win).
 
-Every value is checked once, at this boundary, against the type :class:`RunConfig` declares
-for it (``batches = "1,abc"`` is an error naming ``batches``, never a crash later).
+:class:`RunConfig` composes the stages' own configs (:class:`~resdeploy.models.ModelSpec`,
+:class:`~resdeploy.quantize.QuantizeConfig`, :class:`~resdeploy.engine.BuildConfig`,
+:class:`~resdeploy.measure.BenchConfig`, :class:`~resdeploy.measure.EvalConfig`). Each setting has
+one flat name, the flag's and the TOML key's (``calib-size``, ``batches``), which says the stage
+config field it fills; its type and its default are those the stage config declares. One parser
+per kind of value serves flags and TOML alike: a list is ``[1, 8]`` or ``"1, 8"`` either way, and
+``batches = "1,abc"`` is an error naming ``batches``, never a crash later.
 """
 
 from __future__ import annotations
@@ -9,85 +14,124 @@ from __future__ import annotations
 import dataclasses
 import sys
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._parse import parse_list, parse_scalar
+from ..engine import BuildConfig
 from ..errors import UsageError
+from ..measure import BenchConfig, EvalConfig
+from ..models import ModelSpec
+from ..quantize import QuantizeConfig
 
-__all__ = ["RunConfig", "load_config"]
+__all__ = ["SETTINGS", "RunConfig", "load_config", "parse_list", "run_config"]
 
 PRECISION_NAMES = ("fp32", "fp16", "int8")
+TARGET_NAMES = ("cpu", "tensorrt")
 # Flag names that differ from the setting they fill (`--batch 1,8` fills `batches`).
 FLAG_ALIASES = {"batch": "batches"}
-TARGET_NAMES = ("cpu", "tensorrt")
+# Each setting's flat name -> (the RunConfig field holding the stage config, that config's field).
+SETTINGS: dict[str, tuple[str, str]] = {
+    "model": ("model", "spec"),
+    **{n: ("model", n) for n in ("weights", "num_classes", "input_size", "mean", "std", "trust_pickle")},
+    **{n: ("quantize", n) for n in ("calib", "calib_size", "calib_method")},
+    "val": ("run", "val"),
+    "val_limit": ("eval", "limit"),
+    "max_drop": ("quantize", "max_drop"),
+    **{n: ("run", n) for n in ("precisions", "targets")},
+    **{n: ("bench", n) for n in ("batches", "warmup", "iters", "max_seconds")},
+    "max_batch": ("build", "max_batch"),
+    **{n: ("run", n) for n in ("output", "triton_repo")},
+}
+# The run's own defaults, where they are not the stage config's: the embedded demo.
+RUN_DEFAULTS: dict[str, Any] = {"model": "zoo:fashion-resnet18", "calib": "fashion-mnist:train",
+                                "val": "fashion-mnist:test", "precisions": PRECISION_NAMES,
+                                "targets": TARGET_NAMES, "output": "runs/demo", "triton_repo": None}
+_STAGE_TYPES: dict[str, type] = {"model": ModelSpec, "quantize": QuantizeConfig, "build": BuildConfig,
+                                 "bench": BenchConfig, "eval": EvalConfig}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class RunConfig:
-    """The embedded default is the demo: the zoo model on Fashion-MNIST, every variant."""
+    """The embedded default is the demo: the zoo model on Fashion-MNIST, every variant.
 
-    model: str = "zoo:fashion-resnet18"
-    weights: str | None = None
-    num_classes: int | None = None
-    input_size: int | None = None
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
-    trust_pickle: bool = False
-    calib: str = "fashion-mnist:train"
-    calib_size: int = 512
-    calib_method: str = "mse"
-    val: str = "fashion-mnist:test"
-    val_limit: int | None = None
-    max_drop: float | None = None
-    precisions: tuple[str, ...] = PRECISION_NAMES
-    targets: tuple[str, ...] = TARGET_NAMES
-    batches: tuple[int, ...] = (1, 8)
-    warmup: int = 10
-    iters: int = 100
-    max_seconds: float = 20.0
-    max_batch: int = 32
-    output: str = "runs/demo"
-    triton_repo: str | None = None
+    Built from flat settings (``RunConfig(calib_size=256)``); each is also readable by its flat
+    name (``cfg.calib_size`` is ``cfg.quantize.calib_size``)."""
 
-    def __post_init__(self) -> None:
-        from ..quantize import CALIB_METHODS
+    model: ModelSpec
+    quantize: QuantizeConfig  # the INT8 calibration settings; each variant sets its precision and target
+    build: BuildConfig
+    bench: BenchConfig
+    eval: EvalConfig
+    val: str
+    precisions: tuple[str, ...]
+    targets: tuple[str, ...]
+    output: str
+    triton_repo: str | None
 
-        bad = set(self.precisions) - set(PRECISION_NAMES)
-        if bad or not self.precisions:
-            raise UsageError(f"precisions must be among {', '.join(PRECISION_NAMES)}; got {list(self.precisions)}")
-        bad = set(self.targets) - set(TARGET_NAMES)
-        if bad or not self.targets:
-            raise UsageError(f"targets must be among {', '.join(TARGET_NAMES)}; got {list(self.targets)}")
-        if not self.batches or any(b < 1 for b in self.batches) or max(self.batches) > self.max_batch:
-            raise UsageError(f"batches must be positive and at most max_batch {self.max_batch}; got {list(self.batches)}")
-        for name in ("mean", "std"):
-            value = getattr(self, name)
-            if value is not None and len(value) != 3:
-                raise UsageError(f"{name} needs 3 values (R,G,B), got {list(value)}")
-        if self.calib_method not in CALIB_METHODS:
-            raise UsageError(f"calib-method {self.calib_method!r}: use one of {', '.join(CALIB_METHODS)}")
-        for name in ("calib_size", "iters", "max_batch", "val_limit", "num_classes", "input_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UsageError(f"{name.replace('_', '-')} must be at least 1, got {value}")
-        if self.warmup < 0 or self.max_seconds <= 0 or (self.max_drop is not None and self.max_drop < 0):
-            raise UsageError("warmup and max-drop cannot be negative, and max-seconds must be positive")
+    def __init__(self, **settings: Any) -> None:
+        unknown = set(settings) - set(SETTINGS)
+        if unknown:
+            raise UsageError(f"bad setting: unknown {', '.join(sorted(unknown))}; known: {', '.join(sorted(SETTINGS))}")
+        s = {**{n: default(n) for n in SETTINGS}, **settings}
+        _check(s)
+        parts: dict[str, dict[str, Any]] = {part: {} for part in (*_STAGE_TYPES, "run")}
+        for name, value in s.items():
+            part, field = SETTINGS[name]
+            parts[part][field] = value
+        parts["build"].update(min_batch=1, opt_batch=max(s["batches"]))
+        parts["quantize"].update(val=s["val"], val_limit=s["val_limit"])
+        for part, cls in _STAGE_TYPES.items():
+            object.__setattr__(self, part, cls(**parts[part]))
+        for field, value in parts["run"].items():
+            object.__setattr__(self, field, value)
 
-    def replace(self, **changes: Any) -> RunConfig:
-        return dataclasses.replace(self, **changes)
+    def __getattr__(self, name: str) -> Any:
+        if name not in SETTINGS or SETTINGS[name][0] == "run":
+            raise AttributeError(name)
+        return self.setting(name)
 
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> RunConfig:
-        try:
-            return cls(**settings)
-        except TypeError as exc:
-            raise UsageError(f"bad setting: {exc}") from exc
+    def setting(self, name: str) -> Any:
+        """A setting by its flat name (``model`` is the MODEL spec text, ``cfg.model`` its ModelSpec)."""
+        part, field = SETTINGS[name]
+        return getattr(self if part == "run" else object.__getattribute__(self, part), field)
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting by its flat name, lists as lists: what the manifest records."""
+        return {n: list(v) if isinstance(v, tuple) else v for n in SETTINGS for v in [self.setting(n)]}
+
+
+def default(name: str) -> Any:
+    """A setting's default: the run's own (the demo), else the one its stage config declares."""
+    if name in RUN_DEFAULTS:
+        return RUN_DEFAULTS[name]
+    part, field = SETTINGS[name]
+    found = next(f for f in dataclasses.fields(_STAGE_TYPES[part]) if f.name == field)
+    return found.default
+
+
+def _check(s: dict[str, Any]) -> None:
+    """What no single stage config can check: the run's variant names and the settings between stages."""
+    for name, known in (("precisions", PRECISION_NAMES), ("targets", TARGET_NAMES)):
+        if set(s[name]) - set(known) or not s[name]:
+            raise UsageError(f"{name} must be among {', '.join(known)}; got {list(s[name])}")
+    if not s["batches"] or any(b < 1 for b in s["batches"]) or max(s["batches"]) > s["max_batch"]:
+        raise UsageError(f"batches must be positive and at most max_batch {s['max_batch']}; got {list(s['batches'])}")
+    for name in ("mean", "std"):
+        if s[name] is not None and len(s[name]) != 3:
+            raise UsageError(f"{name} needs 3 values (R,G,B), got {list(s[name])}")
+    for name in ("calib_size", "iters", "max_batch", "val_limit", "num_classes", "input_size"):
+        if s[name] is not None and s[name] < 1:
+            raise UsageError(f"{name.replace('_', '-')} must be at least 1, got {s[name]}")
+    if s["warmup"] < 0 or s["max_seconds"] <= 0 or (s["max_drop"] is not None and s["max_drop"] < 0):
+        raise UsageError("warmup and max-drop cannot be negative, and max-seconds must be positive")
 
 
 def _expected(name: str) -> tuple[type, type | None]:
-    """(the value's type, the element type for tuples) from RunConfig's annotations."""
-    hint = typing.get_type_hints(RunConfig)[name]
+    """(the value's type, the element type for lists) from the annotation of the field it fills."""
+    part, field = SETTINGS[name]
+    hint = typing.get_type_hints(RunConfig if part == "run" else _STAGE_TYPES[part])[field]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     base = args[0] if args and typing.get_origin(hint) is not tuple else hint
     origin = typing.get_origin(base) or base
@@ -96,39 +140,14 @@ def _expected(name: str) -> tuple[type, type | None]:
     return origin, None
 
 
-def _coerce(key: str, name: str, value: Any, source: Path) -> Any:
+def _coerce(key: str, name: str, value: Any, source: str) -> Any:
     kind, item = _expected(name)
     if kind is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise UsageError(f"{source}: {key} must be a list (or a comma-separated string), got {value!r}")
-        try:
-            return tuple(_scalar(v, item or str) for v in value)
-        except (TypeError, ValueError):
-            raise UsageError(f"{source}: {key} must be a list of {getattr(item, '__name__', 'str')}, got {value!r}") from None
+        return parse_list(value, item or str, f"{source}{key}")
     try:
-        return _scalar(value, kind)
+        return parse_scalar(value, kind)
     except (TypeError, ValueError):
-        raise UsageError(f"{source}: {key} must be {kind.__name__}, got {value!r}") from None
-
-
-def _scalar(value: Any, kind: type) -> Any:
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise TypeError(value)
-        return value
-    if isinstance(value, bool):
-        raise TypeError(value)
-    if kind is float and isinstance(value, int):
-        return float(value)
-    if kind is int and isinstance(value, str):
-        return int(value)  # "1,8" lists arrive as strings
-    if kind is float and isinstance(value, str):
-        return float(value)
-    if not isinstance(value, kind):
-        raise TypeError(value)
-    return value
+        raise UsageError(f"{source}{key} must be {kind.__name__}, got {value!r}") from None
 
 
 def _toml() -> Any:
@@ -139,6 +158,13 @@ def _toml() -> Any:
     import tomli  # the PEP 621 way on Python 3.10: a conditional dependency in pyproject
 
     return tomli
+
+
+def _setting(key: str, source: str) -> str:
+    name = FLAG_ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
+    if name not in SETTINGS:
+        raise UsageError(f"{source}unknown setting {key!r}; known: {', '.join(sorted(SETTINGS))}")
+    return name
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -152,11 +178,16 @@ def load_config(path: str | Path) -> dict[str, Any]:
         data = toml.loads(p.read_text())
     except (toml.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{p} is not valid TOML: {exc}") from exc
-    known = {f.name for f in fields(RunConfig)}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = FLAG_ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
-        if name not in known:
-            raise UsageError(f"{p}: unknown setting {key!r}; known: {', '.join(sorted(known))}")
-        out[name] = _coerce(key, name, value, p)
-    return out
+    return {_setting(key, f"{p}: "): _coerce(key, _setting(key, f"{p}: "), value, f"{p}: ") for key, value in data.items()}
+
+
+def run_config(path: str | Path | None, flags: dict[str, Any]) -> RunConfig:
+    """The run's config: the TOML file's settings, then the flags given (None: not given), each
+    through the same parser."""
+    settings = load_config(path) if path else {}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        name = _setting(key, "")
+        settings[name] = _coerce(f"--{key.replace('_', '-')}", name, value, "")
+    return RunConfig(**settings)

@@ -6,15 +6,13 @@ import json
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import __version__, _io
 from .plots import write_plots
+from .state import RunState, Variant
 
-if TYPE_CHECKING:
-    from .run import Runner, Variant
-
-__all__ = ["manifest", "summary_rows", "write_outputs"]
+__all__ = ["make_report", "manifest", "summary_rows", "write_report"]
 
 Latency = dict[tuple[str, str], list[dict[str, Any]]]
 _ACCURACY_KEYS = ("top1", "top5", "agreement_top1", "n", "max_abs_logit_err", "top1_ci95", "drop_pp",
@@ -206,21 +204,21 @@ def _md_gpu(report: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def manifest(runner: Runner, env: dict[str, Any]) -> dict[str, Any]:
+def manifest(state: RunState, env: dict[str, Any]) -> dict[str, Any]:
     """Every file of OUTDIR (and the Triton repository) with its sha256 and size, the versions,
     the command line and the settings."""
-    out = runner.out
-    extra_roots = [Path(runner.cfg.triton_repo)] if runner.cfg.triton_repo else []
+    out = state.out
+    extra_roots = [Path(state.config.triton_repo)] if state.config.triton_repo else []
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json" and not p.name.startswith("."))
     for root in extra_roots:
         files += sorted(p for p in root.rglob("*") if p.is_file())
     return {
-        "command": " ".join(runner.argv),
+        "command": " ".join(state.argv),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "resdeploy_version": __version__,
         "python": platform.python_version(),
         "versions": env["versions"],
-        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in runner.cfg.__dict__.items()},
+        "config": state.config.settings(),
         "artifacts": [
             {"path": str(p.relative_to(out)) if p.is_relative_to(out) else str(p.resolve()),
              "sha256": _io.sha256_file(p), "bytes": p.stat().st_size}
@@ -229,20 +227,21 @@ def manifest(runner: Runner, env: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_outputs(runner: Runner, export_info: dict[str, Any], quant_reports: dict[str, Any],
+def make_report(state: RunState, export_info: dict[str, Any], quant_reports: dict[str, Any],
                   accuracy: dict[str, Any], latency: Latency) -> dict[str, Any]:
-    from ..runtime import environment
+    """The run's report from its stages' results; writes the plots and the Triton repository."""
+    from ..device import environment
 
-    cfg, out = runner.cfg, runner.out
+    cfg, out = state.config, state.out
     env = environment(None, "one process per artifact")
     report = {
-        "model": {"spec": cfg.model, "weights": cfg.weights, "export": json.loads(json.dumps(export_info))},
+        "model": {"spec": cfg.model.spec, "weights": cfg.model.weights, "export": json.loads(json.dumps(export_info))},
         "reference": {k: accuracy["reference"][k] for k in ("artifact", "top1", "top5", "n", "top1_ci95")
                       if k in accuracy["reference"]},
         "data": {"calib": cfg.calib, "val": cfg.val},
-        "stages": runner.stages,
-        "variants": variant_entries(cfg.model, cfg.batches, accuracy, latency, [*runner.variants, *runner.plans]),
-        "engines": runner.engines,
+        "stages": state.stages,
+        "variants": variant_entries(cfg.model.spec, cfg.bench.batches, accuracy, latency, state.artifacts),
+        "engines": state.built,
         "quantize": quant_reports,
         "eval_timing": accuracy.get("timing"),
         "gpu": gpu_status(latency, env.get("gpus", [])),
@@ -253,26 +252,30 @@ def write_outputs(runner: Runner, export_info: dict[str, Any], quant_reports: di
         from .triton import write_repository
 
         repo = _io.check_outdir(cfg.triton_repo)
-        write_repository(repo, _triton_models(runner))
+        write_repository(repo, _triton_models(state))
         report["triton_repo"] = str(repo)
-    _io.write_json(out / "report.json", report)
-    _io.write_text(out / "report.md", _markdown(report))
     return report
 
 
-def _triton_models(runner: Runner) -> list[Any]:
+def write_report(out: Path, report: dict[str, Any]) -> None:
+    """OUTDIR/report.json and report.md, once per run, after every stage (the bundle too) ran."""
+    _io.write_json(out / "report.json", report)
+    _io.write_text(out / "report.md", _markdown(report))
+
+
+def _triton_models(state: RunState) -> list[Any]:
     from ..engine import inspect_onnx, load_record
     from ..runtime import Artifact
     from .triton import TritonModel
 
     models = []
-    for v in [*runner.variants, *runner.plans]:
+    for v in state.artifacts:
         if v.path is None or v.backend == "tensorrt-rtx":  # Triton's tensorrt_plan is TensorRT's, not TensorRT-RTX's
             continue
         art = Artifact.resolve(str(v.path))
         pre = art.preprocess()
         num_classes = int(art.metadata.get("resdeploy.num_classes", "0"))
-        max_batch = runner.cfg.max_batch
+        max_batch = state.config.build.max_batch
         if art.kind == "plan":
             rec = load_record(v.path) or {}
             input_name, profile = next(iter(rec["profile"].items()))
@@ -281,8 +284,8 @@ def _triton_models(runner: Runner) -> list[Any]:
             input_name = inspect_onnx(v.path).input_name
         suffix = "-plan" if art.kind == "plan" else ""
         models.append(TritonModel(
-            name=f"{runner.slug}-{v.name}{suffix}", artifact=v.path, input_name=input_name,
+            name=f"{state.slug}-{v.name}{suffix}", artifact=v.path, input_name=input_name,
             input_dims=pre.input_shape, output_name="logits", num_classes=num_classes, max_batch_size=max_batch,
-            preferred_batches=tuple(b for b in runner.cfg.batches if b <= max_batch),
+            preferred_batches=tuple(b for b in state.config.bench.batches if b <= max_batch),
         ))
     return models

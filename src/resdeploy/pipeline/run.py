@@ -13,50 +13,30 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import __version__, _io
 from .._tensorrt import RTX_INSTALL_HINT, import_builder, tensorrt_unavailable_reason
+from ..device import BundleSource, environment, write_bundle
 from ..engine import FAMILIES, BuildConfig, inspect_onnx, trtexec_script
+from ..measure import BenchConfig, benchmark_isolated, evaluate
 from ..models import ModelSpec, load_model
 from ..quantize import QuantizeConfig, quantize
-from ..runtime import (
-    Artifact,
-    BenchConfig,
-    EvalConfig,
-    backend_names,
-    benchmark_isolated,
-    environment,
-    evaluate,
-    get_backend,
-)
+from ..runtime import Artifact, backend_names, get_backend
 from ._stages import StageStore
 from .config import RunConfig
+from .report import make_report, manifest, write_report
+from .state import RunState, Variant
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunResult", "Runner", "Variant", "run_pipeline"]
+__all__ = ["RunResult", "RunState", "Runner", "Variant", "run_pipeline"]
 
 T = TypeVar("T")
 LOCK_NAME = ".resdeploy-lock"
-
-
-@dataclass
-class Variant:
-    name: str
-    precision: str
-    target: str
-    path: Path | None  # None: the torch model itself
-    quantize: QuantizeConfig | None = None
-    backend: str | None = None  # an engine's: tensorrt or tensorrt-rtx
-
-    @property
-    def for_tensorrt(self) -> bool:
-        """Only TensorRT-targeted variants reach a TensorRT parser (FP32, FP16, INT8 --target tensorrt)."""
-        return self.path is not None and (self.precision != "int8" or self.target == "tensorrt")
 
 
 @dataclass
@@ -64,11 +44,6 @@ class RunResult:
     outdir: Path
     report: dict[str, Any]
     stages: list[dict[str, Any]] = field(default_factory=list)
-
-
-def model_spec(cfg: RunConfig) -> ModelSpec:
-    return ModelSpec(cfg.model, weights=cfg.weights, num_classes=cfg.num_classes, input_size=cfg.input_size,
-                     mean=cfg.mean, std=cfg.std, trust_pickle=cfg.trust_pickle)
 
 
 def model_identity(spec: ModelSpec) -> dict[str, Any]:
@@ -87,7 +62,7 @@ def model_identity(spec: ModelSpec) -> dict[str, Any]:
     return ident
 
 
-def plan_variants(cfg: RunConfig, out: Path, slug: str) -> list[Variant]:
+def variants_for(cfg: RunConfig, out: Path, slug: str) -> list[Variant]:
     vs = []
     if "fp32" in cfg.precisions:
         vs.append(Variant("fp32", "fp32", "cpu", out / f"{slug}-fp32.onnx"))
@@ -95,9 +70,7 @@ def plan_variants(cfg: RunConfig, out: Path, slug: str) -> list[Variant]:
         vs.append(Variant("fp16", "fp16", "tensorrt", out / f"{slug}-fp16.onnx", QuantizeConfig(precision="fp16")))
     if "int8" in cfg.precisions:
         for target in cfg.targets:
-            q = QuantizeConfig(precision="int8", target=target, calib=cfg.calib, calib_size=cfg.calib_size,
-                               calib_method=cfg.calib_method, val=cfg.val, max_drop=cfg.max_drop,
-                               val_limit=cfg.val_limit)
+            q = replace(cfg.quantize, precision="int8", target=target)
             vs.append(Variant(f"int8-{target}", "int8", target, out / f"{slug}-int8-{target}.onnx", q))
     return vs
 
@@ -116,16 +89,14 @@ class Runner:
     """One pipeline run in OUTDIR: each public method is a stage."""
 
     def __init__(self, cfg: RunConfig, out: Path, argv: list[str]) -> None:
-        self.cfg, self.out, self.argv = cfg, out, argv
+        self.cfg, self.out = cfg, out
         self.store = StageStore(out)
-        self.stages: list[dict[str, Any]] = []
-        self.spec = model_spec(cfg)
-        self.slug = self.spec.parsed.slug
+        spec = cfg.model
+        self.state = RunState(cfg, out, argv, spec, variants_for(cfg, out, spec.parsed.slug))
+        self.spec, self.slug = spec, self.state.slug
+        self.stages, self.variants, self.engines = self.state.stages, self.state.variants, self.state.engines
         self.ident = model_identity(self.spec)
         self.fp32 = out / f"{self.slug}-fp32.onnx"
-        self.variants = plan_variants(cfg, out, self.slug)
-        self.plans: list[Variant] = []  # engines a backend can run here
-        self.engines: list[dict[str, Any]] = []  # every engine built, with the builder that accepted it
         self.hashes: dict[str, str] = {}
 
     def stage(self, name: str, params: dict[str, Any], produce: Callable[[], T], artifact: Path | None = None) -> T:
@@ -155,16 +126,13 @@ class Runner:
         self.hashes = {str(v.path): _io.sha256_file(v.path) for v in self.variants if v.path is not None}
         return reports
 
-    def build_config(self) -> BuildConfig:
-        return BuildConfig(min_batch=1, opt_batch=max(self.cfg.batches), max_batch=self.cfg.max_batch)
-
     def build(self) -> None:
         """Engines of the TensorRT-targeted variants: with TensorRT where it and a GPU are here,
         else with TensorRT-RTX (ahead of time, no GPU needed); ``trtexec.sh`` always. The
         cpu-profile INT8 is left out of both (no TensorRT parser reads it)."""
         targeted = [v for v in self.variants if v.for_tensorrt]
         entries = [(inspect_onnx(v.path), f"{v.path.stem}.plan") for v in targeted if v.path is not None]
-        _io.write_text(self.out / "trtexec.sh", trtexec_script(entries, self.build_config()))
+        _io.write_text(self.out / "trtexec.sh", trtexec_script(entries, self.cfg.build))
         builder, reason = _engine_builder()
         if builder is None:
             self.stages.append({"name": "build", "seconds": 0.0, "artifact": None, "reused": False,
@@ -172,7 +140,7 @@ class Runner:
             log.info("build: skipped (%s); trtexec commands in %s", reason, self.out / "trtexec.sh")
             return
         version = import_builder(FAMILIES[builder].module).__version__
-        bcfg = self.build_config()
+        bcfg = self.cfg.build
         runnable = get_backend(builder).unavailable_reason() is None
         for v in targeted:
             assert v.path is not None
@@ -180,22 +148,24 @@ class Runner:
             record = self.stage(f"build:{v.name}", {"onnx": self.hashes[str(v.path)], "config": asdict(bcfg),
                                                     "builder": builder, "version": version},
                                 partial(_build, v.path, plan, bcfg, builder), plan)
-            self.engines.append({"variant": v.name, "artifact": str(plan), "builder": builder, "builder_version": version,
-                                 "compute_capabilities": record.get("compute_capabilities_targeted"),
-                                 "build_seconds": record.get("build_seconds"), "runnable_here": runnable})
+            self.state.built.append({"variant": v.name, "artifact": str(plan), "builder": builder,
+                                     "builder_version": version,
+                                     "compute_capabilities": record.get("compute_capabilities_targeted"),
+                                     "build_seconds": record.get("build_seconds"), "runnable_here": runnable})
             self.hashes[str(plan)] = _io.sha256_file(plan)
             if runnable:
-                self.plans.append(Variant(v.name, v.precision, v.target, plan, backend=builder))
+                self.engines.append(Variant(v.name, v.precision, v.target, plan, backend=builder))
 
-    def bundle(self) -> None:
+    def bundle(self, report: dict[str, Any]) -> None:
         """OUTDIR/bundle: what `resdeploy verify` checks on the device (reused while the variants
-        and the validation data are unchanged)."""
+        and the validation data are unchanged), made from this run's report in memory."""
         params = {"artifacts": self.hashes, "val": self.cfg.val, "model": self.ident}
-        self.stage("bundle", params, partial(_bundle, self.out), self.out / "bundle" / "bundle.json")
+        source = BundleSource.from_report(self.out, report, self.spec, self.cfg.val)
+        self.stage("bundle", params, partial(_bundle, source), self.out / "bundle" / "bundle.json")
 
     def runs(self) -> list[tuple[Variant, str]]:
         """(variant, backend) pairs to measure: each ONNX on each ONNX backend, each plan on tensorrt."""
-        return [(v, b) for v in self.variants for b in _onnx_backends()] + [(p, p.backend or "tensorrt") for p in self.plans]
+        return [(v, b) for v in self.variants for b in _onnx_backends()] + [(p, p.backend or "tensorrt") for p in self.engines]
 
     def evaluate(self) -> dict[str, Any]:
         """Every (artifact, backend) on the validation set: OpenVINO's and TensorRT's kernels are
@@ -203,9 +173,9 @@ class Runner:
         items = [(str(v.path), b) for v, b in self.runs()]
 
         def produce() -> dict[str, Any]:
-            reference = Artifact.resolve(self.cfg.model, **model_options(self.spec))
+            reference = Artifact.resolve(self.spec.spec, **model_options(self.spec))
             report = evaluate([Artifact.resolve(p) for p, _ in items], self.cfg.val, reference=reference,
-                              backend=[b for _, b in items], config=EvalConfig(limit=self.cfg.val_limit))
+                              backend=[b for _, b in items], config=self.cfg.eval)
             return report.to_dict()
 
         params = {"artifacts": [(p, b, self.hashes[p]) for p, b in items], "val": self.cfg.val,
@@ -215,13 +185,13 @@ class Runner:
     def bench(self) -> dict[tuple[str, str], list[dict[str, Any]]]:
         """Each (artifact, backend) in its own process, plus the torch reference."""
         cfg = self.cfg
-        bcfg = BenchConfig(batches=cfg.batches, warmup=cfg.warmup, iters=cfg.iters, max_seconds=cfg.max_seconds)
+        bcfg = cfg.bench
         env = environment(None, "one process per artifact")
         common = {"config": asdict(bcfg), "cpu": env["cpu"], "versions": env["versions"]}
         latency: dict[tuple[str, str], list[dict[str, Any]]] = {}
         references = [(Variant("torch", "fp32", "cpu", None), b) for b in _reference_backends()]
         for v, backend in [*references, *self.runs()]:
-            text = str(v.path) if v.path else cfg.model
+            text = str(v.path) if v.path else self.spec.spec
             identity = self.hashes[text] if v.path else self.ident
             latency[(text, backend)] = self.stage(
                 f"bench:{v.name}:{backend}", {**common, "artifact": identity, "backend": backend},
@@ -253,10 +223,8 @@ def _bench(text: str, backend: str, config: BenchConfig, options: dict[str, Any]
     return [r.to_dict() for r in benchmark_isolated(text, backend, config, options)]
 
 
-def _bundle(out: Path) -> dict[str, Any]:
-    from ..runtime.bundle import write_bundle
-
-    path = write_bundle(out)
+def _bundle(source: BundleSource) -> dict[str, Any]:
+    path = write_bundle(source)
     return {"path": str(path), "files": sorted(p.name for p in path.iterdir())}
 
 
@@ -273,8 +241,7 @@ def _clean_stale_temporaries(out: Path) -> None:
 
 
 def run_pipeline(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
-    from .report import manifest, write_outputs
-
+    """The whole pipeline; report.json, report.md and manifest.json are each written once, last."""
     out = _io.check_outdir(cfg.output)
     with _io.FileLock(out / LOCK_NAME, what=f"resdeploy run -o {out}"):
         _clean_stale_temporaries(out)
@@ -284,10 +251,8 @@ def run_pipeline(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
         runner.build()
         accuracy = runner.evaluate()
         latency = runner.bench()
-        report = write_outputs(runner, export_info, quant_reports, accuracy, latency)
-        _io.write_json(out / "manifest.json", manifest(runner, report["env"]))  # the bundle reads the settings here
-        runner.bundle()
-        report["stages"] = runner.stages
-        _io.write_json(out / "report.json", report)
-        _io.write_json(out / "manifest.json", manifest(runner, report["env"]))
+        report = make_report(runner.state, export_info, quant_reports, accuracy, latency)
+        runner.bundle(report)
+        write_report(out, report)
+        _io.write_json(out / "manifest.json", manifest(runner.state, report["env"]))
     return RunResult(out, report, runner.stages)

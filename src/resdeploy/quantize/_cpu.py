@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from .. import _onnx
-from . import _calib
+from ._calib import collect, ranges
 
 
 @contextlib.contextmanager
@@ -82,12 +82,12 @@ def quantize_cpu(
     1.35 % of the test images (near ties) for no measurable speed."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    stats = _calib.collect(model, activation_tensors(model), batches, method, total=len(batches))
+    stats = collect(model, activation_tensors(model), batches, method, total=len(batches))
     known = _known_tensors(model)
     outputs = {o.name for o in model.graph.output}
     head = [n.name for n in model.graph.node if any(o in outputs for o in n.output)]
     overrides = {n: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
-                 for n, (lo, hi) in _calib.ranges(stats, method).items() if n in known}
+                 for n, (lo, hi) in ranges(stats, method).items() if n in known}
     with tempfile.TemporaryDirectory(prefix="resdeploy-q-") as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         src.write_bytes(_onnx.serialize(model))

@@ -1,8 +1,11 @@
-"""Runtime stage: one session interface over torch, ONNX Runtime, OpenVINO and TensorRT, and
-the ``bench`` / ``eval`` / ``verify`` measurements built on it.
+"""Running artifacts: one session interface over torch, ONNX Runtime, OpenVINO and TensorRT
+(``bench`` and ``eval`` measure through it in :mod:`resdeploy.measure`; the device-side proof
+is :mod:`resdeploy.device`).
 
 Importing the backend modules registers them (none imports its runtime at module level).
 """
+
+from typing import Any
 
 from . import (  # noqa: F401 - registration
     openvino_backend,
@@ -13,8 +16,6 @@ from . import (  # noqa: F401 - registration
 )
 from .artifact import Artifact
 from .base import Backend, BackendOptions, Session, TensorSpec, Timing
-from .bench import BenchConfig, BenchResult, benchmark, benchmark_isolated, environment
-from .evaluate import EvalConfig, EvalReport, EvalResult, evaluate, topk_accuracy
 from .registry import (
     auto_backend,
     backend_help,
@@ -29,24 +30,31 @@ __all__ = [
     "Artifact",
     "Backend",
     "BackendOptions",
-    "BenchConfig",
-    "BenchResult",
-    "EvalConfig",
-    "EvalReport",
-    "EvalResult",
     "Session",
     "TensorSpec",
     "Timing",
     "auto_backend",
     "backend_help",
     "backend_names",
-    "benchmark",
-    "benchmark_isolated",
     "check_backend",
-    "environment",
-    "evaluate",
     "get_backend",
     "open_session",
     "register_backend",
-    "topk_accuracy",
 ]
+
+_MEASURE = ("BenchConfig", "BenchResult", "EvalConfig", "EvalReport", "EvalResult", "benchmark", "benchmark_isolated",
+            "evaluate", "topk_accuracy")
+
+
+def __getattr__(name: str) -> Any:
+    """Names that moved to :mod:`resdeploy.measure` (bench, eval) and :mod:`resdeploy.device`
+    (``environment``), still importable from here, loaded on first use."""
+    if name in _MEASURE:
+        from .. import measure
+
+        return getattr(measure, name)
+    if name == "environment":
+        from ..device import environment
+
+        return environment
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,12 @@ import numpy as np
 from .. import __version__, _io, _onnx
 from ..data import balanced_indices, load_dataset
 from ..errors import UsageError
+from ..models import ModelSpec
 from ..preprocess import Preprocess
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BUNDLE_FORMAT", "TOLERANCES", "Bundle", "BundleVariant", "Tolerance", "write_bundle"]
+__all__ = ["BUNDLE_FORMAT", "TOLERANCES", "Bundle", "BundleSource", "BundleVariant", "Tolerance", "write_bundle"]
 
 BUNDLE_FORMAT = 1
 MANIFEST = "bundle.json"
@@ -108,7 +109,7 @@ def _checksum(doc: dict[str, Any]) -> str:
 
 
 def _machine() -> dict[str, Any]:
-    from .bench import environment
+    from .environment import environment
 
     env = environment(None, "bundle")
     return {"cpu": env["cpu"], "platform": env["platform"], "versions": env["versions"]}
@@ -133,44 +134,71 @@ def _expected(onnx_path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def _torch_logits(reference: Any, x: np.ndarray) -> np.ndarray:
-    from .registry import open_session
+    from ..runtime.registry import open_session
 
     with open_session(reference, "torch") as s:
         return s.logits(x, max_batch=64)
 
 
-def write_bundle(outdir: str | Path, *, images: int = 256, seed: int = 0, dest: str | Path | None = None) -> Path:
-    """``OUTDIR/bundle/`` from a ``resdeploy run`` OUTDIR (its report.json names the variants,
-    its manifest the settings); returns the bundle folder. Rewritten whole, atomically per file."""
-    from .artifact import Artifact
+@dataclass(frozen=True)
+class BundleSource:
+    """What a bundle is made from: a run's ONNX variants (``name``, ``path``, ``precision``,
+    ``target`` and workstation ``accuracy``, once each), the FP32 model, the validation data, the
+    reference accuracy and the run's ``trtexec.sh``."""
 
-    out = Path(outdir)
-    report, manifest = _read_run(out)
-    cfg = manifest["config"]
-    variants = _run_variants(out, report)
+    outdir: Path
+    model: ModelSpec
+    val: str
+    variants: list[dict[str, Any]]
+    reference_accuracy: dict[str, Any]
+
+    @classmethod
+    def from_report(cls, outdir: str | Path, report: dict[str, Any], model: ModelSpec, val: str) -> BundleSource:
+        """From a run's report (in memory: the run hands it over; nothing is read back from disk)."""
+        out = Path(outdir)
+        return cls(out, model, val, _run_variants(out, report), report["reference"])
+
+    @classmethod
+    def read(cls, outdir: str | Path) -> BundleSource:
+        """From a finished run's OUTDIR: its report.json names the variants, its manifest the settings."""
+        out = Path(outdir)
+        report, manifest = _read_run(out)
+        cfg = manifest["config"]
+        spec = ModelSpec(cfg["model"], weights=cfg.get("weights"), num_classes=cfg.get("num_classes"),
+                         input_size=cfg.get("input_size"), mean=tuple(cfg["mean"]) if cfg.get("mean") else None,
+                         std=tuple(cfg["std"]) if cfg.get("std") else None, trust_pickle=bool(cfg.get("trust_pickle")))
+        return cls.from_report(out, report, spec, cfg["val"])
+
+
+def write_bundle(source: BundleSource | str | Path, *, images: int = 256, seed: int = 0,
+                 dest: str | Path | None = None) -> Path:
+    """The bundle (default ``OUTDIR/bundle/``) of a run, given as a :class:`BundleSource` or as a
+    finished run's OUTDIR; returns the bundle folder. Rewritten whole, atomically per file."""
+    from ..runtime.artifact import Artifact
+
+    src = source if isinstance(source, BundleSource) else BundleSource.read(source)
+    variants = src.variants
     first = Artifact.resolve(str(variants[0]["path"]))
     pre = first.preprocess()
-    x_raw, labels, idx = _golden(cfg["val"], pre, images, seed)
+    x_raw, labels, idx = _golden(src.val, pre, images, seed)
     x = _inputs(x_raw, pre)
-    reference = Artifact.resolve(cfg["model"], **{k: cfg.get(k) for k in ("weights", "num_classes", "input_size")},
-                                 mean=tuple(cfg["mean"]) if cfg.get("mean") else None,
-                                 std=tuple(cfg["std"]) if cfg.get("std") else None,
-                                 trust_pickle=bool(cfg.get("trust_pickle")))
-    bundle = _io.check_outdir(dest or out / "bundle")
+    options = {k: v for k, v in asdict(src.model).items() if k != "spec"}
+    reference = Artifact.resolve(src.model.spec, **options)
+    bundle = _io.check_outdir(dest or src.outdir / "bundle")
     expected = {"reference": _torch_logits(reference, x)}
     entries = []
     for v in variants:
-        src = Path(v["path"])
-        _io.copy_file(src, bundle / src.name)
-        expected[v["name"]] = _expected(bundle / src.name, x)
-        entries.append({"name": v["name"], "file": src.name, "sha256": _io.sha256_file(bundle / src.name),
+        path = Path(v["path"])
+        _io.copy_file(path, bundle / path.name)
+        expected[v["name"]] = _expected(bundle / path.name, x)
+        entries.append({"name": v["name"], "file": path.name, "sha256": _io.sha256_file(bundle / path.name),
                         "precision": v["precision"], "target": v["target"],
                         "tolerance": TOLERANCES[v["precision"]].to_dict(), "workstation": v["accuracy"]})
     _write_arrays(bundle / "golden.npz", x=x_raw, y=labels.astype(np.int64), indices=idx.astype(np.int64))
     _write_arrays(bundle / "expected.npz", **expected)
-    _io.copy_file(out / "trtexec.sh", bundle / "trtexec.sh")
+    _io.copy_file(src.outdir / "trtexec.sh", bundle / "trtexec.sh")
     _io.write_text(bundle / "polygraphy_data.py", _POLYGRAPHY_LOADER)
-    doc = _document(bundle, report, cfg, first, pre, entries, x_raw, images, seed)
+    doc = _document(bundle, src, first, pre, entries, x_raw, images, seed)
     _io.write_json(bundle / MANIFEST, doc)
     log.info("bundle: %d variants, %d golden images -> %s", len(entries), len(labels), bundle)
     return bundle
@@ -204,21 +232,21 @@ def _write_arrays(path: Path, **arrays: np.ndarray) -> None:
         np.savez_compressed(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types the kwargs as allow_pickle
 
 
-def _document(bundle: Path, report: dict[str, Any], cfg: dict[str, Any], first: Any, pre: Preprocess,
+def _document(bundle: Path, src: BundleSource, first: Any, pre: Preprocess,
               entries: list[dict[str, Any]], x_raw: np.ndarray, images: int, seed: int) -> dict[str, Any]:
     files = ["golden.npz", "expected.npz", "trtexec.sh", "polygraphy_data.py"]
     doc: dict[str, Any] = {
         "format": "resdeploy-bundle", "format_version": BUNDLE_FORMAT, "resdeploy_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {"spec": cfg["model"], "num_classes": int(first.metadata.get("resdeploy.num_classes", 0)),
+        "model": {"spec": src.model.spec, "num_classes": int(first.metadata.get("resdeploy.num_classes", 0)),
                   "input_name": _onnx.image_input(_onnx.load(first.path))[0], "output_name": "logits",
                   "preprocess": {"input_size": pre.input_size, "mean": list(pre.mean), "std": list(pre.std),
                                  "resize_size": pre.resize_size, "interpolation": pre.interpolation}},
-        "golden": {"file": "golden.npz", "n": len(x_raw), "asked": images, "seed": seed, "data": cfg["val"],
+        "golden": {"file": "golden.npz", "n": len(x_raw), "asked": images, "seed": seed, "data": src.val,
                    "encoding": "uint8 resized, normalised on load" if x_raw.dtype == np.uint8 else "float32"},
         "expected": {"file": "expected.npz", "from": f"onnxruntime {_ort_version()} CPUExecutionProvider",
-                     "reference": f"torch FP32 {cfg['model']}"},
-        "reference_accuracy": report["reference"],
+                     "reference": f"torch FP32 {src.model.spec}"},
+        "reference_accuracy": src.reference_accuracy,
         "variants": entries,
         "files": {name: _io.sha256_file(bundle / name) for name in files},
         "machine": _machine(),

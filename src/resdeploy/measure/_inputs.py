@@ -26,7 +26,7 @@ import numpy as np
 from .. import __version__, _io, _progress
 from ..data import Dataset
 from ..preprocess import Preprocess
-from .artifact import Artifact
+from ..runtime.artifact import Artifact
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class InputCache:
         self.close()
 
 
-def model_identity(artifact: Artifact) -> dict[str, Any]:
+def artifact_identity(artifact: Artifact) -> dict[str, Any]:
     """What determines a reference model's outputs: its spec and the bytes of every file it reads."""
     from ..models import parse_model_spec
     from ..zoo import zoo_path
@@ -163,7 +163,7 @@ def reference_logits_cache(reference: Artifact, inputs: InputCache, *, enabled: 
         return
     import torch
 
-    key = {"model": model_identity(reference), "data": inputs.identity(), "preprocess": repr(inputs.preprocess_for(reference)),
+    key = {"model": artifact_identity(reference), "data": inputs.identity(), "preprocess": repr(inputs.preprocess_for(reference)),
            "torch": torch.__version__, "resdeploy": __version__}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
     yield _LogitsCache(_io.cache_dir() / "logits" / f"{digest}.npz")

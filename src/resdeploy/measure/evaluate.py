@@ -22,11 +22,11 @@ from .. import _progress
 from ..data import Dataset, check_finite, load_dataset
 from ..errors import DataSpecError, UsageError
 from ..preprocess import Preprocess
+from ..runtime.artifact import Artifact
+from ..runtime.base import BackendOptions
+from ..runtime.registry import check_backend, get_backend, open_session
 from ..stats import paired_drop, wilson_interval
 from ._inputs import InputCache, reference_logits_cache
-from .artifact import Artifact
-from .base import BackendOptions
-from .registry import check_backend, get_backend, open_session
 
 log = logging.getLogger(__name__)
 

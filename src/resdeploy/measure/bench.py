@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -15,16 +14,15 @@ from typing import Any
 
 import numpy as np
 
+from ..runtime.jetson import Sampler
 from ..errors import ResdeployError, StageError, UsageError, from_payload, to_payload
-from ._cuda import gpu_info
-from ._jetson import Sampler, conditions
-from .artifact import Artifact
-from .base import BackendOptions, Session, Timing
-from .registry import check_backend, open_session
+from ..runtime.artifact import Artifact
+from ..runtime.base import BackendOptions, Session, Timing
+from ..runtime.registry import check_backend, open_session
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BenchConfig", "BenchResult", "benchmark", "benchmark_isolated", "environment", "gpu_figures", "summarize"]
+__all__ = ["BenchConfig", "BenchResult", "benchmark", "benchmark_isolated", "gpu_figures", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -167,7 +165,7 @@ def benchmark_isolated(artifact_text: str, backend: str, config: BenchConfig, mo
     payload = json.dumps({"artifact": artifact_text, "backend": backend, "config": asdict(config),
                           "model_options": model_options or {}})
     proc = subprocess.run(
-        [sys.executable, "-m", "resdeploy.runtime._bench_worker"], input=payload, capture_output=True, text=True,
+        [sys.executable, "-m", "resdeploy.measure._bench_worker"], input=payload, capture_output=True, text=True,
         env=dict(os.environ),
     )
     try:
@@ -181,48 +179,6 @@ def benchmark_isolated(artifact_text: str, backend: str, config: BenchConfig, mo
         last = lines[-1] if lines else f"exit code {proc.returncode}, no output"
         raise StageError(f"benchmark of {artifact_text} failed: {last}; rerun with --in-process --debug to see why")
     return [BenchResult(**r) for r in answer["results"]]
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment(threads: int | None, isolation: str) -> dict[str, Any]:
-    """The machine, library versions and, on a Jetson, its bench conditions; ``warnings`` lists
-    what makes the figures wander (clocks not locked)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions: dict[str, str] = {"python": platform.python_version()}
-    for pkg in ("resdeploy", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "torchvision", "tensorrt",
-                "tensorrt-rtx", "openvino"):
-        try:
-            versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            continue
-    env: dict[str, Any] = {
-        "cpu": _cpu_name(),
-        "cores": os.cpu_count() or 0,
-        "threads": threads or os.cpu_count() or 0,
-        "platform": platform.platform(),
-        "versions": versions,
-        "isolation": isolation,
-        "warnings": [],
-    }
-    gpus = gpu_info()
-    if gpus:
-        env["gpus"] = gpus
-    jetson = conditions()
-    if jetson is not None:
-        env["jetson"] = jetson
-        env["warnings"] += jetson["warnings"]
-    return env
 
 
 def worker_main() -> int:
@@ -242,8 +198,8 @@ def worker_main() -> int:
         try:
             artifact = Artifact.resolve(req["artifact"], **req.get("model_options", {}))
             results = benchmark(artifact, req["backend"], BenchConfig(**cfg))
-        except ResdeployError as exc:
+        except Exception as exc:  # noqa: BLE001 - every error goes back to the parent, with its traceback
             answer.write(json.dumps({"error": to_payload(exc)}))
-            return exc.exit_code
+            return exc.exit_code if isinstance(exc, ResdeployError) else 1
         answer.write(json.dumps({"results": [r.to_dict() for r in results]}))
     return 0

@@ -1,36 +1,33 @@
-"""``resdeploy verify``: on the device, with nothing but the bundle, check that each artifact
-computes what the workstation proved, and when it does not, say where.
+"""Explaining a mismatch, the third step of ``resdeploy verify`` (after running and comparing):
+where a candidate departs from the variant it implements.
 
-A result compares the artifact's logits on the golden images with the expected logits of the
-variant it implements (top-1 agreement, max and mean |logit error|), with the FP32 torch
-logits, and with the golden labels. A failing ONNX candidate is run again with every
-intermediate activation exposed, next to the bundled variant on ONNX Runtime's CPU kernels (the
-workstation's), and the first tensor in topological order whose relative error exceeds the
-variant's tolerance is named with its ONNX node and the torch module it came from. For a
-TensorRT plan the Polygraphy command that does the same layer by layer is given.
+A failing ONNX candidate is run again with every intermediate activation exposed, next to the
+bundled variant on ONNX Runtime's CPU kernels (the workstation's), and the first tensor in
+topological order whose relative error exceeds the variant's tolerance is named with its ONNX
+node and the torch module it came from. A TensorRT plan is rebuilt with debug tensors where
+TensorRT has them (10.12+); otherwise the Polygraphy command that does the same is given.
 """
 
 from __future__ import annotations
 
 import logging
 import shlex
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import _io, _onnx
+from .. import _onnx
 from ..engine.record import builder_family
-from ..errors import UsageError
-from .artifact import Artifact
-from .base import BackendOptions
-from .bundle import Bundle, BundleVariant, Tolerance
-from .registry import backend_names, check_backend, get_backend, open_session
+from ..runtime.artifact import Artifact
+from ..runtime.base import BackendOptions
+from ..runtime.registry import get_backend, open_session
+from .bundle import Tolerance
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Divergence", "VerifyReport", "VerifyResult", "first_divergence", "verify"]
+__all__ = ["Divergence", "Explanation", "explain", "first_divergence", "plan_divergence", "polygraphy_command"]
 
 _DIAGNOSE_IMAGES = 8  # intermediate tensors of a ResNet-50 are ~100 MB per image: a few suffice
 
@@ -45,43 +42,14 @@ class Divergence:
 
 
 @dataclass
-class VerifyResult:
-    artifact: str
-    variant: str
-    backend: str
-    n: int
-    agreement_expected: float
-    agreement_reference: float
-    top1: float
-    max_abs_err_expected: float
-    mean_abs_err_expected: float
-    passed: bool
-    tolerance: dict[str, float]
+class Explanation:
+    """Where a candidate departs: the first divergent layer, or the command that finds it on the
+    device. ``decisive``: a divergent layer fails the candidate (ONNX, compared tensor by tensor)."""
+
     first_divergent: Divergence | None = None
-    workstation_top1: float | None = None
     hint: str | None = None
+    decisive: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["first_divergent"] = asdict(self.first_divergent) if self.first_divergent else None
-        return d
-
-
-@dataclass
-class VerifyReport:
-    results: list[VerifyResult]
-    bundle: dict[str, Any]
-    env: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return all(r.passed for r in self.results)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"results": [r.to_dict() for r in self.results], "bundle": self.bundle, "env": self.env}
-
-
-# --- layer by layer ---------------------------------------------------------------------------
 
 _FLOAT_TYPES = {1, 10, 11, 16}  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
 _PASS_THROUGH = {"QuantizeLinear", "DequantizeLinear", "Cast", "Relu", "Clip", "MaxPool", "Identity"}
@@ -196,67 +164,20 @@ def plan_divergence(plan: Artifact, reference: Path, x: np.ndarray, tolerance: f
     return _first_over(model, list(names), got, want, tolerance)
 
 
-# --- verification -----------------------------------------------------------------------------
-
-
-def _logits(art: Artifact, backend: str, x: np.ndarray) -> np.ndarray:
-    lo, hi = art.batch_range()
-    with open_session(art, backend, BackendOptions(batch_hint=max(lo, min(32, hi or 32)))) as s:
-        return s.logits(x, max_batch=32).astype(np.float32)
-
-
-def _claimed_variant(bundle: Bundle, art: Artifact, name: str | None) -> BundleVariant:
-    """The variant a candidate implements: --variant, else its source ONNX's sha256 (a plan's
-    record, or the .onnx itself)."""
-    if name:
-        return bundle.variant(name)
-    assert art.path is not None
-    sha = ((art.record or {}).get("source_onnx") or {}).get("sha256") if art.kind == "plan" else _io.sha256_file(art.path)
-    found = bundle.variant_by_sha(sha) if sha else None
-    if found is None:
-        raise UsageError(f"{art.path} is not one of the bundle's variants (no sha256 match); say which it implements "
-                         f"with --variant {{{','.join(v.name for v in bundle.variants)}}}")
-    return found
-
-
-def _check(variant: BundleVariant, tol: Tolerance, art: Artifact, backend: str, x: np.ndarray, labels: np.ndarray,
-           expected: dict[str, np.ndarray]) -> tuple[VerifyResult, np.ndarray]:
-    got = _logits(art, backend, x)
-    want, ref = expected[variant.name], expected["reference"]
-    err = np.abs(got.astype(np.float64) - want)
-    scale = float(np.abs(want).max())
-    agreement = float(np.mean(got.argmax(1) == want.argmax(1)))
-    passed = agreement >= tol.min_agreement and float(err.max()) <= tol.max_abs_err * scale
-    return VerifyResult(
-        artifact=str(art.path or art.text), variant=variant.name, backend=backend, n=len(labels),
-        agreement_expected=agreement, agreement_reference=float(np.mean(got.argmax(1) == ref.argmax(1))),
-        top1=float(np.mean(got.argmax(1) == labels)), max_abs_err_expected=float(err.max()),
-        mean_abs_err_expected=float(err.mean()), passed=passed,
-        tolerance={**tol.to_dict(), "max_abs_err_logits": tol.max_abs_err * scale},
-        workstation_top1=variant.workstation.get("top1"),
-    ), got
-
-
-def _diagnose(bundle: Bundle, variant: BundleVariant, tol: Tolerance, art: Artifact, backend: str,
-              result: VerifyResult, x: np.ndarray, err: np.ndarray) -> None:
-    """Fill ``first_divergent`` (ONNX; a divergent layer fails the result) or the Polygraphy
-    ``hint`` (plans) of a result."""
+def explain(variant_onnx: Path, tol: Tolerance, art: Artifact, backend: str, x: np.ndarray,
+            err: np.ndarray) -> Explanation:
+    """The first divergent layer of ``art`` against ``variant_onnx`` on the images whose logits moved
+    most (``err`` per image); for a plan without debug tensors here, the Polygraphy command."""
+    worst = np.sort(np.argsort(-err)[:_DIAGNOSE_IMAGES])
     if art.kind == "onnx" and art.path is not None:
-        worst = np.sort(np.argsort(-err)[:_DIAGNOSE_IMAGES])  # the images that moved most
         providers = None
         if backend.startswith("ort-"):
             impl: Any = get_backend(backend)
             providers = impl.providers(BackendOptions(), art)
-        result.first_divergent = first_divergence(art.path, bundle.root / variant.file, x[worst],
-                                                  tol.layer_rel_err, providers)
-        result.passed = result.passed and result.first_divergent is None
-        return
-    onnx = bundle.root / variant.file
+        return Explanation(first_divergence(art.path, variant_onnx, x[worst], tol.layer_rel_err, providers), decisive=True)
     if art.kind == "plan" and builder_family(art.record) == "tensorrt" and _debug_tensors_here():
-        worst = np.sort(np.argsort(-err)[:_DIAGNOSE_IMAGES])
-        result.first_divergent = plan_divergence(art, onnx, x[worst], tol.layer_rel_err)
-        return
-    result.hint = polygraphy_command(onnx, tol, (art.record or {}).get("recipe", {}))
+        return Explanation(plan_divergence(art, variant_onnx, x[worst], tol.layer_rel_err))
+    return Explanation(hint=polygraphy_command(variant_onnx, tol, (art.record or {}).get("recipe", {})))
 
 
 def _debug_tensors_here() -> bool:
@@ -277,44 +198,3 @@ def polygraphy_command(onnx: Path, tol: Tolerance, recipe: dict[str, Any]) -> st
         cmd.append("--strongly-typed")
     cmd += [f"--{flag.lower()}" for flag in recipe.get("set_flags", []) if flag in ("FP16", "INT8")]
     return f"(cd {shlex.quote(str(onnx.parent))} && {' '.join(shlex.quote(c) for c in cmd)})"
-
-
-def _onnx_backends() -> list[str]:
-    return [b for b in backend_names() if "onnx" in get_backend(b).kinds and get_backend(b).unavailable_reason() is None]
-
-
-def verify(bundle_dir: str | Path, artifact: str | None = None, *, variant: str | None = None,
-           backend: str = "auto", scale_tolerance: float = 1.0) -> VerifyReport:
-    """Check each bundled ONNX on each backend that runs here, or one candidate against its variant.
-
-    A candidate ONNX that is not byte-identical to its variant is also compared layer by layer
-    (it passes only with no layer beyond the tolerance); otherwise the layers are compared when
-    the outputs fail."""
-    from .bench import environment
-
-    bundle = Bundle.load(bundle_dir)
-    x, labels = bundle.golden()
-    expected = bundle.expected()
-    if artifact is None:
-        if variant is not None:
-            bundle.variant(variant)  # a name that does not exist is bad input
-        backends = _onnx_backends() if backend == "auto" else [backend]
-        plan = [(v, Artifact.resolve(str(bundle.root / v.file)), b) for v in bundle.variants
-                if variant in (None, v.name) for b in backends]
-    else:
-        art = Artifact.resolve(artifact)
-        plan = [(_claimed_variant(bundle, art, variant), art, check_backend(art, backend)[0])]
-    results = []
-    for v, art, b in plan:
-        check_backend(art, b)
-        tol = v.tolerance.scaled(scale_tolerance)
-        result, got = _check(v, tol, art, b, x, labels, expected)
-        changed = art.kind == "onnx" and art.path is not None and _io.sha256_file(art.path) != v.sha256
-        if not result.passed or changed:
-            _diagnose(bundle, v, tol, art, b, result, x, np.abs(got - expected[v.name]).max(axis=1))
-        results.append(result)
-        log.info("%s as %s on %s: agreement %.4f, %s", art.name, v.name, b, result.agreement_expected,
-                 "passed" if result.passed else "FAILED")
-    info = {"path": str(bundle.root), "model": bundle.doc["model"]["spec"], "created": bundle.doc["created"],
-            "workstation": bundle.doc["machine"], "golden": bundle.doc["golden"]}
-    return VerifyReport(results, info, environment(None, "verify"))
