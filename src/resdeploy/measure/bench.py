@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ..runtime.jetson import Sampler
 from ..errors import ResdeployError, StageError, UsageError, from_payload, to_payload
 from ..runtime.artifact import Artifact
 from ..runtime.base import BackendOptions, Session, Timing
+from ..runtime.jetson import Sampler
 from ..runtime.registry import check_backend, open_session
 
 log = logging.getLogger(__name__)
