@@ -258,7 +258,7 @@ class TensorRTBackend(Backend):
     order = 40
     kinds = ("plan",)
     device = "cuda"
-    summary = "a TensorRT .plan with execute_async_v3 (never run in this project)"
+    summary = "a TensorRT .plan with execute_async_v3 (TensorRT itself never run in this project)"
 
     def unavailable_reason(self) -> str | None:
         return tensorrt_unavailable_reason()
