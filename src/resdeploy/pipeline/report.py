@@ -167,8 +167,9 @@ def _markdown(report: dict[str, Any]) -> str:
         f"{exp['nodes_exported']} -> {exp['nodes_final']}; max |error| against torch "
         f"{max(c['max_abs_err'] for c in exp['checks']):.2e}.", "",
         "## TensorRT", "",
-        "`sh trtexec.sh` (also in `bundle/`) builds every variant with the recipe of the installed TensorRT "
-        "(8.6, 10.x, 11.x, or TensorRT-RTX with `sh trtexec.sh rtx`); `resdeploy verify bundle/ model.plan` then checks the engine on the device.",
+        "`sh trtexec.sh` (also in `bundle/`) builds every TensorRT-targeted variant (not the cpu-profile INT8, "
+        "which no TensorRT parser reads) with the recipe of the installed TensorRT (8.6, 10.x, 11.x, or "
+        "TensorRT-RTX with `sh trtexec.sh rtx`); `resdeploy verify bundle/ model.plan` then checks the engine on the device.",
         *[f"- build skipped: {s['skipped']}" for s in report["stages"] if s.get("skipped")],
         *[f"- {e['variant']}: built by {e['builder']} {e['builder_version']} -> {Path(e['artifact']).name}"
           f" (compute capabilities: {e['compute_capabilities']}; {e['build_seconds']} s)" for e in report.get("engines", [])],
