@@ -39,3 +39,20 @@ def test_a_torch_built_against_numpy_1_is_explained(run_cli, monkeypatch, tmp_pa
     assert r.err.startswith("error: ") and r.err.count("\n") == 1
     assert "pip install 'numpy<2'" in r.err and "NumPy 1.x" in r.err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_reader_that_left_is_a_quiet_exit(zoo_onnx, tmp_path, monkeypatch, capsys) -> None:
+    """`resdeploy build ... --print-trtexec | head -1`: no 'unexpected BrokenPipeError', exit 141 as cat does."""
+    import io
+
+    from resdeploy import cli
+
+    class ClosedPipe(io.StringIO):
+        def write(self, s: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    code = cli.main(["build", str(zoo_onnx), "-o", str(tmp_path / "m.plan"), "--runtime", "tensorrt",
+                     "--print-trtexec", "--trt-version", "10.3"])
+    assert code == 141 and capsys.readouterr().err == ""
+    assert not (tmp_path / "m.plan").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
@@ -218,7 +219,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         info = inspect_onnx(args.input)
         line = trtexec_line(info, str(args.output), version, config, builder=builder)
         print(f"# {FAMILIES[builder].label} {version} ({source}), {info.precision} ONNX; recipe for "
-              f"{FAMILIES[builder].label} {line.recipe.generation}")
+              f"{_recipe_name(FAMILIES[builder].label, line.recipe.generation)}")
         for note in line.recipe.notes:
             print(f"# {note}")
         print(line.text)
@@ -230,10 +231,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     where = f"on {rec['gpu']} (sm {rec['compute_capability']})" if rec["gpu"] else "ahead of time, without a GPU"
     print(f"built {r.plan} with {rec['builder']['name']} {rec['builder']['version']} {where}; "
           f"compute capabilities: {rec['compute_capabilities_targeted']}")
-    print(f"  {rec['precision']} ONNX, recipe for {rec['builder']['name']} {rec['recipe']['generation']}: "
+    print(f"  {rec['precision']} ONNX, recipe for {_recipe_name(rec['builder']['name'], rec['recipe']['generation'])}: "
           f"strongly typed {rec['recipe']['strongly_typed']}, flags +{rec['recipe']['set_flags']} -{rec['recipe']['cleared_flags']}")
     print(f"  profile {rec['profile']}; record {r.plan}.json; {r.seconds:.1f} s")
     return 0
+
+
+def _recipe_name(label: str, generation: str) -> str:
+    """"TensorRT 10" for TensorRT's generations; TensorRT-RTX has one recipe ("rtx"), named by its label alone."""
+    return label if generation == "rtx" else f"{label} {generation}"
 
 
 def _bench_rows(results: list[Any]) -> list[list[str]]:
@@ -599,6 +605,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         sys.stderr.write(f"error: {exc}\n")
         return exc.exit_code
+    except BrokenPipeError:
+        # `resdeploy ... | head`: the reader left. As cat does: no message, 128 + SIGPIPE; stdout is
+        # pointed at /dev/null so that the interpreter's own flush at exit cannot fail again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout without a file descriptor (an embedding program's stream)
+            pass
+        return 141
     except KeyboardInterrupt:
         resume = "; rerun the same command to resume (finished stages are kept)" if args.command == "run" else ""
         sys.stderr.write(f"error: interrupted{resume}\n")
