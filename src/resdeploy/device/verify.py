@@ -21,7 +21,7 @@ from .. import _io
 from ..errors import UsageError
 from ..runtime.artifact import Artifact
 from ..runtime.base import BackendOptions
-from ..runtime.registry import backend_names, check_backend, get_backend, open_session
+from ..runtime.registry import check_backend, open_session, usable_backends
 from .bundle import Bundle, BundleVariant, Tolerance
 from .environment import environment
 from .explain import Divergence, explain
@@ -108,17 +108,13 @@ def compare(variant: BundleVariant, tol: Tolerance, artifact: str, backend: str,
     )
 
 
-def _onnx_backends() -> list[str]:
-    return [b for b in backend_names() if "onnx" in get_backend(b).kinds and get_backend(b).unavailable_reason() is None]
-
-
 def _candidates(bundle: Bundle, artifact: str | None, variant: str | None,
                 backend: str) -> list[tuple[BundleVariant, Artifact, str]]:
     """(variant, artifact, backend) to check: every bundled ONNX on every backend, or the one candidate."""
     if artifact is None:
         if variant is not None:
             bundle.variant(variant)  # a name that does not exist is bad input
-        backends = _onnx_backends() if backend == "auto" else [backend]
+        backends = usable_backends("onnx") if backend == "auto" else [backend]
         return [(v, Artifact.resolve(str(bundle.root / v.file)), b) for v in bundle.variants
                 if variant in (None, v.name) for b in backends]
     art = Artifact.resolve(artifact)

@@ -34,6 +34,7 @@ from .record import RECORD_SCHEMA, record_path
 from .trt_logging import make_logger
 
 if TYPE_CHECKING:  # typed by tensorrt-stubs in `make typecheck-trt`
+    import onnx
     import tensorrt as trt
 
 log = logging.getLogger(__name__)
@@ -236,11 +237,14 @@ def resolve_builder(runtime: str = "auto") -> tuple[Family, Any]:
         + "; ".join(hints[n] for n in names) + "; or print the equivalent command with --print-trtexec")
 
 
-def check_onnx(path: Path, runtime: str = "auto", generation: str | None = None) -> None:
+def check_onnx(path: Path, runtime: str = "auto", generation: str | None = None,
+               model: onnx.ModelProto | None = None) -> None:
     """Only what a TensorRT parser reads reaches one: refuse a cpu-profile INT8 and name the first
-    node it would reject. Without a family or release, the rules every parser shares."""
+    node it would reject. Without a family or release, the rules every parser shares. ``model``:
+    ``path`` already loaded, so that checking for several builders reads the file once."""
     builder = "tensorrt-rtx" if runtime == "auto" else runtime  # TensorRT-RTX's are the shared (lenient) rules
-    check_readable(_onnx.load(path), path, builder, generation or ("rtx" if builder == "tensorrt-rtx" else "10"))
+    check_readable(model if model is not None else _onnx.load(path), path, builder,
+                   generation or ("rtx" if builder == "tensorrt-rtx" else "10"))
 
 
 def build_engine(
@@ -257,7 +261,8 @@ def build_engine(
     """
     out = _io.check_writable(plan_path)
     info = inspect_onnx(onnx_path)
-    check_onnx(info.path, runtime)  # the same refusal with or without NVIDIA's libraries
+    model = _onnx.load(info.path)
+    check_onnx(info.path, runtime, model=model)  # the same refusal with or without NVIDIA's libraries
     fam, trt = resolve_builder(runtime)
     if fam.needs_gpu_to_build:
         device = device or cuda_device()
@@ -265,7 +270,8 @@ def build_engine(
             raise BackendUnavailableError("TensorRT needs a CUDA GPU and none is visible; use --print-trtexec to "
                                           "build elsewhere, or --runtime tensorrt-rtx to build ahead of time here")
     recipe = choose_recipe(trt.__version__, info.precision, config, fam.name)
-    check_onnx(info.path, fam.name, recipe.generation)
+    check_onnx(info.path, fam.name, recipe.generation, model=model)
+    del model  # the parser reads the file itself
     shapes = profile_shapes(info.input_shape, config)
     start = time.perf_counter()
     logger = make_logger(trt)

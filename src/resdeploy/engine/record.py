@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from .recipe import family as builder_row
 
 __all__ = ["RECORD_SCHEMA", "builder_family", "check_compatible", "load_record", "record_path", "same_trt_release"]
 
@@ -75,7 +76,7 @@ def check_compatible(plan: str | Path, record: dict[str, Any], trt_version: str,
     """Raise a one-line :class:`UsageError` when ``plan`` was built by another builder family,
     another release of it, or for another GPU."""
     family = builder_family(record)
-    label = "TensorRT-RTX" if builder == "tensorrt-rtx" else "TensorRT"
+    label = builder_row(builder).label
     if family != builder:
         raise UsageError(f"{plan} was built by {family}, not {builder}; run it with --backend {family}")
     built_trt = str((record.get("builder") or {}).get("version") or record.get("tensorrt_version", ""))

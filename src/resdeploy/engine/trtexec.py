@@ -7,10 +7,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .. import _onnx
 from ..errors import UsageError
 from .builder import OnnxInfo, check_onnx
 from .recipe import BuildConfig, Recipe, choose_recipe, format_command, profile_shapes, trtexec_command
+
+if TYPE_CHECKING:
+    from onnx import ModelProto
 
 __all__ = ["GENERATIONS", "TrtexecLine", "trtexec_line", "trtexec_script"]
 
@@ -32,11 +37,12 @@ class TrtexecLine:
 
 
 def trtexec_line(info: OnnxInfo, plan: str, trt_version: str, config: BuildConfig, *, onnx: str | None = None,
-                 builder: str = "tensorrt") -> TrtexecLine:
+                 builder: str = "tensorrt", model: ModelProto | None = None) -> TrtexecLine:
     """The recipe for ``trt_version`` of ``builder`` and the trtexec (tensorrt_rtx) command that
-    builds ``plan`` from ``info``; an ONNX the parser would reject is refused (UsageError)."""
+    builds ``plan`` from ``info``; an ONNX the parser would reject is refused (UsageError).
+    ``model``: ``info.path`` already loaded (the script checks each ONNX for every release)."""
     recipe = choose_recipe(trt_version, info.precision, config, builder)
-    check_onnx(info.path, builder, recipe.generation)
+    check_onnx(info.path, builder, recipe.generation, model=model)
     shapes = profile_shapes(info.input_shape, config)
     argv = trtexec_command(onnx or str(info.path), plan, input_name=info.input_name, shapes=shapes,
                            recipe=recipe, config=config)
@@ -71,6 +77,7 @@ def trtexec_script(entries: Sequence[tuple[OnnxInfo, str]], config: BuildConfig)
     """A POSIX sh script building every (ONNX, plan name) with the recipe of the installed
     TensorRT generation; paths are relative to the script's folder."""
     lines = [_HEADER]
+    models = {str(info.path): _onnx.load(info.path) for info, _ in entries}  # read once, checked per release
     for gen, version, where in GENERATIONS:
         lines.append(f'if [ "$GEN" = {gen} ]; then  # {where}')
         builder = "tensorrt-rtx" if gen == "rtx" else "tensorrt"
@@ -78,7 +85,8 @@ def trtexec_script(entries: Sequence[tuple[OnnxInfo, str]], config: BuildConfig)
         for info, name in entries:
             plan = str(Path(name).with_suffix(".engine")) if builder == "tensorrt-rtx" else name  # as `run` names them
             try:
-                line = trtexec_line(info, plan, version, config, onnx=Path(info.path).name, builder=builder)
+                line = trtexec_line(info, plan, version, config, onnx=Path(info.path).name, builder=builder,
+                                    model=models[str(info.path)])
             except UsageError as exc:
                 lines.append(f"  # {Path(info.path).name}: not buildable here: {exc}")
                 continue

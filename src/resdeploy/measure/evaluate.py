@@ -24,7 +24,7 @@ from ..errors import DataSpecError, UsageError
 from ..preprocess import Preprocess
 from ..runtime.artifact import Artifact
 from ..runtime.base import BackendOptions
-from ..runtime.registry import check_backend, get_backend, open_session
+from ..runtime.registry import check_backend, open_session, reference_backend
 from ..stats import paired_drop, wilson_interval
 from ._inputs import InputCache, reference_logits_cache
 
@@ -139,14 +139,6 @@ def _result(art: Artifact, backend: str, logits: np.ndarray, ref_logits: np.ndar
     )
 
 
-def _reference_backend(reference: Artifact) -> str:
-    """The FP32 reference runs on torch-cuda where a CUDA GPU is present (TF32 off, so FP32 still
-    means FP32), else on the CPU; an ONNX reference on ONNX Runtime's CPU provider."""
-    if reference.kind != "model":
-        return "ort-cpu"
-    return "torch-cuda" if get_backend("torch-cuda").unavailable_reason() is None else "torch"
-
-
 def _reference_dict(reference: Artifact, backend: str, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     correct = int(np.sum(logits.argmax(1) == labels))
     n = len(labels)
@@ -172,7 +164,7 @@ def evaluate(
     dataset = load_dataset(data) if isinstance(data, str) else data
     n = len(dataset) if config.limit is None else min(config.limit, len(dataset))
     reference = reference or artifacts[0].reference(trust_pickle=trust_pickle)
-    ref_backend = _reference_backend(reference)
+    ref_backend = reference_backend(reference)
     backends = [backend] * len(artifacts) if isinstance(backend, str) else list(backend)
     if len(backends) != len(artifacts):
         raise UsageError(f"give one backend per artifact ({len(artifacts)}), got {len(backends)}")

@@ -25,7 +25,7 @@ from ..engine import FAMILIES, BuildConfig, inspect_onnx, trtexec_script
 from ..measure import BenchConfig, benchmark_isolated, evaluate
 from ..models import ModelSpec, load_model
 from ..quantize import QuantizeConfig, quantize
-from ..runtime import Artifact, backend_names, get_backend
+from ..runtime import Artifact, get_backend, usable_backends
 from ._stages import StageStore
 from .config import RunConfig
 from .report import make_report, manifest, write_report
@@ -73,16 +73,6 @@ def variants_for(cfg: RunConfig, out: Path, slug: str) -> list[Variant]:
             q = replace(cfg.quantize, precision="int8", target=target)
             vs.append(Variant(f"int8-{target}", "int8", target, out / f"{slug}-int8-{target}.onnx", q))
     return vs
-
-
-def _onnx_backends() -> list[str]:
-    """ONNX backends usable here (ort-cpu always; OpenVINO and the GPU providers where installed)."""
-    return [b for b in backend_names() if "onnx" in get_backend(b).kinds and get_backend(b).unavailable_reason() is None]
-
-
-def _reference_backends() -> list[str]:
-    """The torch reference on the CPU, and on the GPU too where torch sees one."""
-    return ["torch"] + (["torch-cuda"] if get_backend("torch-cuda").unavailable_reason() is None else [])
 
 
 class Runner:
@@ -165,7 +155,7 @@ class Runner:
 
     def runs(self) -> list[tuple[Variant, str]]:
         """(variant, backend) pairs to measure: each ONNX on each ONNX backend, each plan on tensorrt."""
-        return [(v, b) for v in self.variants for b in _onnx_backends()] + [(p, p.backend or "tensorrt") for p in self.engines]
+        return [(v, b) for v in self.variants for b in usable_backends("onnx")] + [(p, p.backend or "tensorrt") for p in self.engines]
 
     def evaluate(self) -> dict[str, Any]:
         """Every (artifact, backend) on the validation set: OpenVINO's and TensorRT's kernels are
@@ -189,7 +179,8 @@ class Runner:
         env = environment(None, "one process per artifact")
         common = {"config": asdict(bcfg), "cpu": env["cpu"], "versions": env["versions"]}
         latency: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        references = [(Variant("torch", "fp32", "cpu", None), b) for b in _reference_backends()]
+        # The torch reference on every backend that runs it here: the CPU, and the GPU where torch sees one.
+        references = [(Variant("torch", "fp32", "cpu", None), b) for b in usable_backends("model")]
         for v, backend in [*references, *self.runs()]:
             text = str(v.path) if v.path else self.spec.spec
             identity = self.hashes[text] if v.path else self.ident

@@ -23,7 +23,9 @@ from .registry import (
     check_backend,
     get_backend,
     open_session,
+    reference_backend,
     register_backend,
+    usable_backends,
 )
 
 __all__ = [
@@ -39,7 +41,9 @@ __all__ = [
     "check_backend",
     "get_backend",
     "open_session",
+    "reference_backend",
     "register_backend",
+    "usable_backends",
 ]
 
 _MEASURE = ("BenchConfig", "BenchResult", "EvalConfig", "EvalReport", "EvalResult", "benchmark", "benchmark_isolated",

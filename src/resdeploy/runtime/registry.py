@@ -20,7 +20,9 @@ __all__ = [
     "check_backend",
     "get_backend",
     "open_session",
+    "reference_backend",
     "register_backend",
+    "usable_backends",
 ]
 
 _REGISTRY: dict[str, type[Backend]] = {}
@@ -51,6 +53,19 @@ def get_backend(name: str) -> Backend:
     if cls is None:
         raise UsageError(f"unknown backend {name!r}; choose from auto, {', '.join(backend_names())}")
     return cls()
+
+
+def usable_backends(kind: str) -> list[str]:
+    """The backends that run artifacts of ``kind`` ("onnx", "plan", "model") and can run here, in listed order."""
+    return [n for n in backend_names() if kind in _REGISTRY[n].kinds and _REGISTRY[n]().unavailable_reason() is None]
+
+
+def reference_backend(artifact: Artifact) -> str:
+    """Where the FP32 reference runs: a MODEL on torch-cuda where torch sees a CUDA GPU (TF32
+    off, so FP32 still means FP32), else on the CPU; an ONNX reference on ONNX Runtime's CPU."""
+    if artifact.kind != "model":
+        return "ort-cpu"
+    return "torch-cuda" if get_backend("torch-cuda").unavailable_reason() is None else "torch"
 
 
 def auto_backend(artifact: Artifact) -> str:
