@@ -363,11 +363,14 @@ def plan_divergence(plan: Artifact, reference: Path, x: np.ndarray, tolerance: f
     model = _onnx.load(reference)
     names = _activations(model)
     layers = engine_layers(info) if info is not None else []
+    described = (f"{len(layers)} engine layers described" if any(layer.nodes for layer in layers)
+                 else "the engine inspector gave no layer metadata naming ONNX nodes")
     boundaries, unscaled = map_debug_tensors(model, layers)
     wanted = {b.onnx_tensor for b in boundaries if b.debug_tensor in got} | {n for n in got if n in names}
     want = _run_exposed(reference, {n: names[n] for n in names if n in wanted}, x)
-    if not boundaries:  # no layer information: TensorRT kept some network names, perhaps
-        boundaries = [Boundary(n, n, -1) for n in names if n in got]
+    if not boundaries:  # no layer information: where TensorRT kept network names (the outputs' say nothing new)
+        outputs = {o.name for o in model.graph.output}
+        boundaries = [Boundary(n, n, -1) for n in names if n in got and n not in outputs]
         layers = [EngineLayer(b.debug_tensor, (), ()) for b in boundaries]
         boundaries = [Boundary(b.debug_tensor, b.onnx_tensor, i) for i, b in enumerate(boundaries)]
     found, note, compared = compare_debug_tensors(model, layers, got, want, tolerance, boundaries, unscaled)
@@ -377,7 +380,7 @@ def plan_divergence(plan: Artifact, reference: Path, x: np.ndarray, tolerance: f
     candidates = sum(1 for layer in layers if any(n in nodes for n in layer.nodes)) or len(layers)
     if compared == 0 or compared < _MIN_MAPPED_FRACTION * candidates:
         why = (f"only {compared} of the {len(got)} debug tensors TensorRT reported could be matched to ONNX tensors "
-               f"({len(layers)} engine layers{' described' if info is not None else ', no layer information'})")
+               f"({described})")
         note = "; ".join(p for p in (why, note) if p)
         return Explanation(hint=_plan_hint(reference, tolerance, record), note=note)
     return Explanation(note=note)
