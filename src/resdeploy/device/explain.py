@@ -234,7 +234,9 @@ def map_debug_tensors(model: Any, layers: list[EngineLayer]) -> tuple[list[Bound
 
     A layer's single output is matched by name where TensorRT kept the network's name, else with
     the one ONNX tensor that leaves the nodes its metadata names (consumed outside them, or a graph
-    output), unless one of those nodes is also named by a later layer (still being computed)."""
+    output), unless one of those nodes is also named by a later layer (still being computed) or
+    reads a tensor only a later layer computes (TensorRT moved it: a Q commuted across a MaxPool).
+    Cheap nodes (a DequantizeLinear) may be named by several layers: each recomputes them."""
     g = model.graph
     constant = {t.name for t in g.initializer}
     weight_nodes = set()
@@ -250,6 +252,7 @@ def map_debug_tensors(model: Any, layers: list[EngineLayer]) -> tuple[list[Bound
     graph_outputs = {o.name for o in g.output}
     by_name = {n.name: n for n in g.node}
     last = {name: i for i, layer in enumerate(layers) for name in layer.nodes}
+    first = {name: i for i, layer in reversed(list(enumerate(layers))) for name in layer.nodes}
     boundaries: list[Boundary] = []
     unscaled: list[str] = []
 
@@ -272,6 +275,9 @@ def map_debug_tensors(model: Any, layers: list[EngineLayer]) -> tuple[list[Bound
                        (t in graph_outputs or any(c.name not in inside for c in consumers.get(t, [])))]
             if any(last.get(producers[t].name, i) > i for t in leaving):
                 continue  # a node of this layer is finished by a later one: its output is partial here
+            if any(first.get(producers[t].name, -1) > i for n in names for t in by_name[n].input
+                   if t in producers and t not in constant and producers[t].name not in inside):
+                continue  # a node moved ahead of its input's producer (a Q commuted across MaxPool)
         else:
             continue
         if _is_int8(datatype):
