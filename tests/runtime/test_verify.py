@@ -198,6 +198,7 @@ def test_a_faulty_plan_is_traced_to_its_fused_layer_with_debug_tensors(bundle: P
     assert div["layer_modules"] == ["layer2.1.conv1"]
     assert div["tensor"] == "/layer2/layer2.1/relu/Relu_output_0_DequantizeLinear_Output", "INT8 codes dequantized"
     assert "layer2.1.conv1" in r.out and res["hint"] is None
+    assert f"first divergent fused layer {div['layer']} = /layer2/layer2.1/conv1/Conv + /layer2/layer2.1/relu/Relu" in r.out
     built = [c[1] for c in trt.calls if c[0] == "builder.build_serialized_network"]
     assert built[-1]["debug"] is True, "a debug engine was built from the bundled ONNX"
     assert built[-1]["profiling_verbosity"] == "DETAILED", "so that the inspector names each layer's ONNX nodes"

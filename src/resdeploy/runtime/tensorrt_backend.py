@@ -160,13 +160,13 @@ class TensorRTSession(Session):
         per layer its inputs, outputs (TensorRT's internal tensor names, the ones a debug listener
         receives) and ONNX-node ``Metadata`` when the engine was built at
         ``ProfilingVerbosity.DETAILED``; layer names only otherwise. None where TensorRT gives none."""
-        trt = importlib.import_module("tensorrt")
+        tensorrt = importlib.import_module("tensorrt")
         engine: trt.ICudaEngine = self.engine
         inspector = engine.create_engine_inspector()
         if inspector is None:
             return None
         inspector.execution_context = self.context
-        text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+        text = inspector.get_engine_information(tensorrt.LayerInformationFormat.JSON)
         try:
             doc = json.loads(text) if text else None
         except ValueError:
