@@ -210,7 +210,7 @@ def _clocks(root: Path) -> dict[str, Any]:
         if "cur" in emc:
             locked["emc"] = emc["cur"] == emc["max"]  # jtop: EMC checked only where its maximum is known
     if locked:
-        out["clocks_locked"] = all(locked.values()) and "gpu" in locked
+        out["clocks_locked"] = all(locked.values()) if "gpu" in locked else None  # no GPU clock: unknown
         out["locked"] = locked
     return out
 
