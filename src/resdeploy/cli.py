@@ -377,6 +377,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
                  ["artifact", "variant", "backend", "n", "agree expected %", "agree FP32 %", "top-1 %",
                   "max |dlogit|", "result", "first divergent layer"], _verify_rows(report))
     for r in report.results:
+        d = r.first_divergent
+        if d is not None and d.layer:  # a TensorRT plan: the fused engine layer and every ONNX node it runs
+            print(f"  {_short(r.artifact)}: first divergent fused layer {d.layer} = {' + '.join(d.layer_nodes)} "
+                  f"({', '.join(d.layer_modules)})")
         if r.hint:
             print(f"  {_short(r.artifact)} failed; compare it layer by layer on the device with:\n    {r.hint}")
     for warning in report.env.get("warnings", []):

@@ -22,8 +22,20 @@ against tensorrt-stubs), and models per generation what the release branches' bi
 - debug tensors (10.12+): ``mark_unfused_tensors_as_debug_tensors`` on the network, an
   ``IDebugListener`` on the context, ``unfused_tensors_debug_state``. With ``execute_onnx`` the
   engine computes the parsed ONNX itself (through ONNX Runtime), optionally with ``faults``
-  (node name -> relative noise on its weights, a kernel bug stand-in), and hands every float
-  activation to the listener.
+  (node name -> relative noise on its weights, a kernel bug stand-in), and hands the listener
+  what ``include/NvInfer.h`` says it gets: the outputs of the engine's *fused* layers under
+  TensorRT's *internal* names (those the engine inspector shows), not every unfused tensor
+  (the pooling layers' are left out). The fused layers follow what TensorRT-RTX 1.7.1's builder
+  made of resdeploy's INT8 ResNet-18 (its DETAILED build log): each convolution is a
+  ``correlation`` layer whose output is the pre-bias accumulator (``__myln_k_arg__bb1_N_myl0``)
+  and a ``kgen`` epilogue that adds the bias, the residual Add and the ReLU and quantizes
+  (``<Q output>.1_N_myl0``, INT8 codes of the QuantizeLinear); each layer's metadata names its
+  ONNX nodes ``[ONNX Layer: NODE]`` joined by ``\\x1f``, weight Q/DQ included.
+  ``layer_information=False`` stands for an engine whose inspector names layers only;
+- ``ProfilingVerbosity`` on the builder config and ``create_engine_inspector()`` /
+  ``get_engine_information(LayerInformationFormat.JSON)``: the JSON of the engine's layers (Name,
+  LayerType, Inputs, Outputs with Name/Dimensions/Format/Datatype, Metadata) at DETAILED, layer
+  names only below it (as trex reads both);
 
 - the ONNX parser rejects what NVIDIA's rejects (``_parser_rejection``; the parity test in
   ``test_rtx.py`` holds it to TensorRT-RTX's real parser on one catalogue of ONNX files):
@@ -78,6 +90,8 @@ def _enums(major: int) -> dict[str, Any]:
         "DeviceType": enum.IntEnum("DeviceType", ["GPU", "DLA"]),
         "DataType": enum.IntEnum("DataType", dtypes),
         "TensorIOMode": enum.IntEnum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"]),
+        "ProfilingVerbosity": enum.IntEnum("ProfilingVerbosity", ["LAYER_NAMES_ONLY", "NONE", "DETAILED"], start=0),
+        "LayerInformationFormat": enum.IntEnum("LayerInformationFormat", ["ONELINE", "JSON"], start=0),
     }
 
 
@@ -101,9 +115,137 @@ def _onnx_activations(path: str, x: np.ndarray, faults: dict[str, float]) -> tup
             noise = np.random.default_rng(1).normal(0, faults[node.name] * np.abs(w).std(), w.shape)
             inits[src].CopyFrom(numpy_helper.from_array((w + noise).astype(w.dtype), src))
     names = _activations(model)
+    names.update({n.output[0]: onnx.TensorProto.INT8 for n in model.graph.node  # the INT8 codes, too
+                  if (n.op_type == "QuantizeLinear" and n.input[0] not in inits and n.input[0] not in producers)
+                  or (n.op_type == "QuantizeLinear" and n.input[0] in names)})
     sess = _onnx.session(_onnx.exposing(model, names))
     outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {sess.get_inputs()[0].name: x}), strict=True))
-    return outs[model.graph.output[0].name], {n: outs[n] for n in names}
+    for node in model.graph.node:  # a convolution's accumulator before its bias, as a correlation layer leaves it
+        if node.op_type == "Conv" and len(node.input) > 2 and node.input[2] in inits and node.output[0] in outs:
+            bias = numpy_helper.to_array(inits[node.input[2]]).astype(np.float32)
+            outs[node.output[0] + "#before_bias"] = outs[node.output[0]] - bias.reshape(1, -1, *[1] * (outs[node.output[0]].ndim - 2))
+    return outs[model.graph.output[0].name], outs
+
+
+_ABBREVIATIONS = {"Add": "Add", "Relu": "Relu", "QuantizeLinear": "MulMinMaxRounCast", "Conv": "MulAdd", "Gemm": "MulAdd"}
+
+
+def fused_layers(path: str) -> list[dict[str, Any]]:
+    """The engine layers TensorRT-RTX 1.7.1's builder made of resdeploy's INT8 ResNet (its DETAILED
+    build log), generalised to any ONNX: per layer its name, type, ONNX nodes (metadata), and
+    its one output: (internal name, "Float"|"Int8", the ONNX tensor whose value it holds,
+    dimensions). A convolution is a ``correlation`` (pre-bias accumulator) and a ``kgen``
+    epilogue (bias, residual Add, ReLU, QuantizeLinear); DequantizeLinear nodes are named by the
+    layer that consumes them; a weight's Q/DQ by its convolution."""
+    import onnx
+
+    model = onnx.load(path)
+    g = model.graph
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    dims = {v.name: [-1, *[d.dim_value for d in v.type.tensor_type.shape.dim][1:]]
+            for v in [*inferred.value_info, *g.output, *g.input]}
+    constant = {t.name for t in g.initializer}
+    weight_nodes: dict[str, Any] = {}
+    for n in g.node:
+        if n.op_type == "Constant" or all(i in constant for i in n.input if i):
+            constant.update(n.output)
+            weight_nodes[n.name] = n
+    producers = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in g.output}
+    done: set[str] = {i.name for i in g.input} | constant
+    assigned: set[str] = set()
+    layers: list[dict[str, Any]] = []
+
+    def ready(t: str) -> bool:
+        p = producers.get(t)
+        return t in done or (p is not None and p.op_type == "DequantizeLinear" and ready(p.input[0]))
+
+    def dq_of(t: str) -> list[str]:
+        p = producers.get(t)
+        return [p.name] if p is not None and p.op_type == "DequantizeLinear" and t not in constant else []
+
+    def weights_of(n: Any) -> list[str]:
+        found, todo = [], [i for i in n.input[1:] if i]
+        while todo:
+            p = producers.get(todo.pop())
+            if p is not None and p.name in weight_nodes:
+                found.append(p.name)
+                todo += [i for i in p.input if i]
+        return found
+
+    def internal(t: str, int8: bool) -> str:
+        k = len(layers) + 16
+        return t if t in outputs else f"{t}.1_{k}_myl0" if int8 else f"__myln_k_arg__bb1_{k}_myl0"
+
+    def add(name: str, kind: str, nodes: list[str], t: str, int8: bool) -> None:
+        layers.append({"name": name, "type": kind, "nodes": list(dict.fromkeys(nodes)), "onnx": t, "int8": int8,
+                       "output": internal(t, int8), "dims": dims.get(t, [])})
+        done.add(t)
+
+    def epilogue(first: Any, lead: list[str]) -> None:
+        """``first`` (done or not) and the single-consumer Add/Relu after it, then its Q."""
+        chain, extra, t = [first], [], first.output[0]
+        while len(consumers.get(t, [])) == 1 and outputs.isdisjoint([t]):
+            c = consumers[t][0]
+            others = [i for i in c.input if i and i != t]
+            if c.op_type not in ("Add", "Relu") or c.name in assigned or not all(ready(i) for i in others):
+                break
+            chain.append(c)
+            extra += [d for i in others for d in dq_of(i)]
+            t = c.output[0]
+        nexts = consumers.get(t, [])
+        q = nexts[0] if len(nexts) == 1 and nexts[0].op_type == "QuantizeLinear" and t not in outputs else None
+        assigned.update(n.name for n in chain)
+        names = lead + [n.name for n in chain] + extra + ([q.name] if q is not None else [])
+        ops = "".join(_ABBREVIATIONS.get(n.op_type, n.op_type) for n in [*chain, *([q] if q is not None else [])])
+        if q is not None:
+            assigned.add(q.name)
+            done.add(t)
+            add(f"__myl_{ops}_myl0_{len(layers)}", "kgen", names, q.output[0], True)
+        else:
+            add(f"__myl_{ops}_myl0_{len(layers)}", "kgen", names, t, False)
+
+    for n in g.node:
+        if n.name in assigned or n.name in weight_nodes or n.op_type == "DequantizeLinear":
+            continue
+        if n.op_type in ("Conv", "Gemm"):
+            assigned.add(n.name)
+            lead = [n.name, *dq_of(n.input[0]), *weights_of(n)]
+            has_bias = n.op_type == "Conv" and len(n.input) > 2 and bool(n.input[2])
+            add(f"{n.name}_myl0_{len(layers)}", "correlation", lead,
+                n.output[0] + ("#before_bias" if has_bias else ""), False)
+            epilogue(n, [])
+        elif n.op_type in ("Add", "Relu"):
+            extra = [d for i in n.input for d in dq_of(i)]
+            epilogue(n, extra)
+        elif n.op_type == "QuantizeLinear":
+            assigned.add(n.name)
+            add(f"__myl_MulMinMaxRounCast_myl0_{len(layers)}", "kgen", [n.name], n.output[0], True)
+        else:
+            assigned.add(n.name)
+            kind = {"MaxPool": "maxpool", "GlobalAveragePool": "kgen"}.get(n.op_type, "kgen")
+            add(f"__mye{len(layers)}_{n.op_type.lower()}_myl0_{len(layers)}", kind,
+                [n.name, *(d for i in n.input for d in dq_of(i))], n.output[0], False)
+    return layers
+
+
+def inspector_json(layers: list[dict[str, Any]], detailed: bool) -> str:
+    """``get_engine_information(LayerInformationFormat.JSON)``: the layers with their I/O and
+    metadata at DETAILED, names only below it."""
+    if not detailed:
+        return json.dumps({"Layers": [la["name"] for la in layers], "Bindings": ["input", "logits"]})
+    out = []
+    for la in layers:
+        fmt = "Channel major Int8 format" if la["int8"] else "Row major linear FP32 format"
+        out.append({"Name": la["name"], "LayerType": la["type"], "Inputs": [],
+                    "Outputs": [{"Name": la["output"], "Dimensions": la["dims"], "Format/Datatype": fmt}],
+                    "Metadata": "\x1f".join(f"[ONNX Layer: {n}]" for n in la["nodes"]),
+                    "TacticName": "__myelin_CASK_STUB" if la["type"] == "correlation" else "", "StreamId": 0})
+    return json.dumps({"Layers": out, "Bindings": ["input", "logits"]})
 
 
 _NO_IMPORTER = {"QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool",
@@ -139,7 +281,8 @@ def _parser_rejection(path: str, generation: str) -> tuple[str, str] | None:
 
 
 def make_fake(version: str, *, dla_cores: int | None = None, execute_onnx: bool = False,
-              faults: dict[str, float] | None = None, builder: str = "tensorrt") -> types.ModuleType:
+              faults: dict[str, float] | None = None, builder: str = "tensorrt",
+              layer_information: bool = True) -> types.ModuleType:
     rtx = builder == "tensorrt-rtx"
     major, minor, patch = (11, 0, 0) if rtx else _version(version)  # TensorRT-RTX's API is TensorRT 11's
     generation = "rtx" if rtx else "8.6" if major == 8 else str(major)
@@ -204,6 +347,7 @@ def make_fake(version: str, *, dla_cores: int | None = None, execute_onnx: bool 
             self.profiles: list[Profile] = []
             self.num_compute_capabilities = 0
             self.targets: dict[int, str] = {}
+            self.profiling_verbosity = enums["ProfilingVerbosity"].LAYER_NAMES_ONLY
 
         def set_flag(self, flag: Any) -> None:
             calls.append(("config.set_flag", flag.name))
@@ -313,6 +457,7 @@ def make_fake(version: str, *, dla_cores: int | None = None, execute_onnx: bool 
                 "onnx": network.onnx_path,
                 "debug": network.debug,
                 "compute_capabilities": [config.targets.get(i) for i in range(config.num_compute_capabilities)],
+                "profiling_verbosity": config.profiling_verbosity.name,
             }
             calls.append(("builder.build_serialized_network", state))
             reason = self._refusal(network, config)
@@ -391,10 +536,16 @@ def make_fake(version: str, *, dla_cores: int | None = None, execute_onnx: bool 
             return bool(self.engine.state.get("debug"))
 
         def _emit_debug(self, tensors: dict[str, np.ndarray], stream: int) -> None:
-            for name, value in tensors.items():
-                t = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+            """The fused layers' outputs under TensorRT's internal names; INT8 as the codes."""
+            for layer in self.engine.layers():
+                if "pool" in layer["name"]:
+                    continue  # "no guarantee that all unfused tensors are marked"
+                value = tensors[layer["onnx"]]
+                dtype = np.int8 if layer["int8"] else np.float32
+                t = torch.from_numpy(np.ascontiguousarray(value, dtype=dtype))
                 m.memory[t.data_ptr()] = t  # type: ignore[attr-defined]
-                self.listener.process_debug_tensor(t.data_ptr(), None, DataType.FLOAT, tuple(t.shape), name, stream)
+                self.listener.process_debug_tensor(t.data_ptr(), None, DataType.INT8 if layer["int8"] else DataType.FLOAT,
+                                                   tuple(t.shape), layer["output"], stream)
 
         def set_input_shape(self, name: str, shape: Any) -> bool:
             calls.append(("context.set_input_shape", name, tuple(shape)))
@@ -450,6 +601,25 @@ def make_fake(version: str, *, dla_cores: int | None = None, execute_onnx: bool 
 
         def create_execution_context(self) -> ExecutionContext:
             return ExecutionContext(self)
+
+        def layers(self) -> list[dict[str, Any]]:
+            if "_layers" not in self.__dict__:
+                self._layers = fused_layers(self.state["onnx"]) if self.state.get("onnx") else []
+            return self._layers
+
+        def create_engine_inspector(self) -> EngineInspector:
+            calls.append(("engine.create_engine_inspector",))
+            return EngineInspector(self)
+
+    class EngineInspector:
+        def __init__(self, engine: Engine) -> None:
+            self.engine = engine
+            self.execution_context: Any = None
+
+        def get_engine_information(self, fmt: Any) -> str:
+            assert fmt == enums["LayerInformationFormat"].JSON, fmt
+            detailed = self.engine.state.get("profiling_verbosity") == "DETAILED" and layer_information
+            return inspector_json(self.engine.layers(), detailed)
 
     class Runtime:
         def __init__(self, logger: Any) -> None:

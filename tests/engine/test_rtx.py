@@ -117,6 +117,109 @@ def test_tensorrt_generations_refuse_what_their_parsers_do(tmp_path, kind, gener
         check_readable(onnx.load(path), path, "tensorrt", generation)
 
 
+# --- the layer metadata verify maps debug tensors by, as NVIDIA's parser and builder write it ----
+
+_BUILD_DETAILED = """
+import json, sys
+import tensorrt_rtx as trt
+
+class Capture(trt.ILogger):
+    def __init__(self):
+        trt.ILogger.__init__(self)
+        self.layers, self.fused = "", []
+    def log(self, severity, msg):
+        if msg.startswith("Layers:"):
+            self.layers = msg
+        elif " metadata: " in msg:
+            self.fused.append(msg)
+
+logger = Capture()
+builder = trt.Builder(logger)
+network = builder.create_network(0)
+parser = trt.OnnxParser(network, logger)
+assert parser.parse_from_file(sys.argv[1])
+parsed = {network.get_layer(i).name: network.get_layer(i).metadata for i in range(network.num_layers)}
+network.mark_unfused_tensors_as_debug_tensors()
+config = builder.create_builder_config()
+config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+profile = builder.create_optimization_profile()
+profile.set_shape("input", (1, 3, 32, 32), (8, 3, 32, 32), (32, 3, 32, 32))
+config.add_optimization_profile(profile)
+assert builder.build_serialized_network(network, config) is not None
+print(json.dumps({"parsed": parsed, "layers": logger.layers, "fused": logger.fused}))
+"""
+
+
+def _layers_from_build_log(text: str) -> list[dict[str, Any]]:
+    """The builder's DETAILED "Layers:" dump as the inspector's JSON layers (Name, LayerType,
+    Outputs with Name/Dimensions/Datatype, Metadata)."""
+    import re
+
+    layers = []
+    for line in text.splitlines()[1:]:
+        head = re.match(r"Name: (.*?), LayerType: (\w+), ", line)
+        if head is None:
+            continue
+        outs = line[line.index("Outputs: [") : line.index("], TacticName:")]
+        outputs = [{"Name": n, "Dimensions": [int(d) for d in dims.split(",") if d], "Datatype": dt}
+                   for n, dims, dt in re.findall(r"\{ Name: (.*?), Dimensions: \[([-\d,]*)\].*?Datatype: (\w+)", outs)]
+        layers.append({"Name": head.group(1), "LayerType": head.group(2), "Outputs": outputs,
+                       "Metadata": line.split(", Metadata: ", 1)[1] if ", Metadata: " in line else ""})
+    return layers
+
+
+def test_the_layer_metadata_verify_reads_is_what_nvidias_builder_writes(rtx, demo_variants) -> None:
+    """On the demo's INT8 ResNet-18, NVIDIA's parser sets each layer's metadata to
+    ``[ONNX Layer: NODE]``; its builder (debug tensors marked, ProfilingVerbosity.DETAILED) joins
+    the ONNX nodes of what it fuses; verify's reader finds every computing ONNX node there, and
+    the debug tensors it maps land on ONNX tensors of the engine tensor's own shape: INT8 codes on
+    a DequantizeLinear output with its per-tensor scale, never a convolution's partial sum."""
+    import subprocess
+
+    from resdeploy.device.explain import engine_layers, map_debug_tensors
+
+    path = demo_variants["int8-tensorrt"]
+    out = subprocess.run([sys.executable, "-c", _BUILD_DETAILED, str(path)], capture_output=True, text=True,
+                         timeout=600, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    model = onnx.load(path)
+    by_name = {n.name: n for n in model.graph.node}
+    parsed = {name: meta for name, meta in got["parsed"].items() if name in by_name}
+    assert len(parsed) > 50 and all(meta == f"[ONNX Layer: {name}]" for name, meta in parsed.items()), parsed
+
+    raw = _layers_from_build_log(got["layers"])
+    layers = engine_layers({"Layers": raw})
+    assert len(layers) == len(raw) > 20
+    named = {n for layer in layers for n in layer.nodes}
+    assert named <= set(by_name), named - set(by_name)
+    inits = {t.name for t in model.graph.initializer}
+    computing = {n.name for n in model.graph.node if n.op_type in ("Conv", "Add", "Relu", "MaxPool", "Gemm")}
+    assert computing <= named, computing - named
+    assert any("\x1f" in la["Metadata"] or "\x1e" in la["Metadata"] for la in raw), "fused nodes are joined"
+    assert any(len(layer.nodes) > 1 for layer in layers)
+
+    boundaries, unscaled = map_debug_tensors(model, layers)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim][1:]
+              for v in [*onnx.shape_inference.infer_shapes(model).graph.value_info, *model.graph.output]}
+    outputs = {la["Name"]: la["Outputs"][0] for la in raw if len(la["Outputs"]) == 1}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    # seen with 1.7.1.116: every BasicBlock's two quantized ReLU outputs but the last one (which feeds
+    # the FP16 average pool), the max pool and the logits: 17 boundaries, none left out
+    assert len(boundaries) >= 16, boundaries
+    assert sum(b.onnx_tensor.endswith("Relu_output_0_DequantizeLinear_Output") for b in boundaries) >= 15
+    for b in boundaries:
+        layer = layers[b.layer]
+        engine_out = outputs[layer.name]
+        assert raw[b.layer]["LayerType"] != "correlation", (layer.name, b)
+        assert engine_out["Dimensions"][1:] == shapes[b.onnx_tensor], (layer.name, b, engine_out)
+        if engine_out["Datatype"] == "Int8":
+            assert producers[b.onnx_tensor].op_type == "DequantizeLinear" and b.scale is not None and b.scale > 0
+        else:
+            assert b.scale is None
+    assert not any(i in inits for b in boundaries for i in [b.onnx_tensor])
+    assert unscaled == [], unscaled
+
+
 # --- CLI ----------------------------------------------------------------------------------------
 
 

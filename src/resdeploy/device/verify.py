@@ -47,6 +47,7 @@ class VerifyResult:
     first_divergent: Divergence | None = None
     workstation_top1: float | None = None
     hint: str | None = None
+    note: str | None = None  # what the layer comparison could not compare (TensorRT plans)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -140,7 +141,7 @@ def verify(bundle_dir: str | Path, artifact: str | None = None, *, variant: str 
         changed = art.kind == "onnx" and art.path is not None and _io.sha256_file(art.path) != v.sha256
         if not result.passed or changed:
             why = explain(bundle.root / v.file, tol, art, b, x, np.abs(got - expected[v.name]).max(axis=1))
-            result.first_divergent, result.hint = why.first_divergent, why.hint
+            result.first_divergent, result.hint, result.note = why.first_divergent, why.hint, why.note
             result.passed = result.passed and not (why.decisive and why.first_divergent is not None)
         results.append(result)
         log.info("%s as %s on %s: agreement %.4f, %s", art.name, v.name, b, result.agreement_expected,

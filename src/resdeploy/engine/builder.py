@@ -163,6 +163,8 @@ def create_config(builder: trt.Builder, recipe: Recipe, config: BuildConfig, inp
     if recipe.compute_capabilities:
         _set_compute_capabilities(trt, cfg, recipe.compute_capabilities)
     _set_profile(trt, builder, cfg, input_name, shapes)
+    if config.debug_tensors:  # the inspector then names each layer's ONNX nodes, which verify maps debug tensors by
+        cfg.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     cache = CacheState(None)
     if recipe.family.timing_cache:
         cache = _set_timing_cache(cfg, Path(config.timing_cache) if config.timing_cache else None)

@@ -19,6 +19,7 @@ type-checked with mypy against tensorrt-stubs.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -153,6 +154,25 @@ class TensorRTSession(Session):
 
     def infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.timed_impl(feed)[0]
+
+    def layer_information(self) -> dict[str, Any] | None:
+        """The engine inspector's JSON (``get_engine_information(LayerInformationFormat.JSON)``):
+        per layer its inputs, outputs (TensorRT's internal tensor names, the ones a debug listener
+        receives) and ONNX-node ``Metadata`` when the engine was built at
+        ``ProfilingVerbosity.DETAILED``; layer names only otherwise. None where TensorRT gives none."""
+        tensorrt = importlib.import_module("tensorrt")
+        engine: trt.ICudaEngine = self.engine
+        inspector = engine.create_engine_inspector()
+        if inspector is None:
+            return None
+        inspector.execution_context = self.context
+        text = inspector.get_engine_information(tensorrt.LayerInformationFormat.JSON)
+        try:
+            doc = json.loads(text) if text else None
+        except ValueError:
+            log.warning("the engine inspector's layer information is not JSON; ignoring it")
+            return None
+        return doc if isinstance(doc, dict) else None
 
     def close(self) -> None:
         self._graphs.clear()
