@@ -17,7 +17,7 @@ import resdeploy
 from resdeploy import cli
 from resdeploy.errors import DataSpecError, ModelSpecError, ResdeployError, UsageError
 
-CALIB, VAL = 64, 500
+CALIB, VAL = 64, 300
 
 
 def test_import_loads_neither_torch_nor_onnxruntime() -> None:
