@@ -104,8 +104,8 @@ def _pair(obj: Any) -> tuple[np.ndarray, Any] | None:
 def _batch(item: Any, what: str) -> Batch:
     pair = _pair(item)
     if pair is not None:
-        x = _images(pair[0], what)
-        return x, _labels(pair[1], len(x), what)
+        images = _images(pair[0], what)
+        return images, _labels(pair[1], len(images), what)
     x = _array(item)
     if x is None:
         raise DataSpecError(f"{what} yields a {type(item).__name__}; a batch must be images (an array or tensor) "
@@ -124,7 +124,10 @@ def _sample(item: Any, what: str) -> tuple[np.ndarray, int | None]:
         x = x.transpose(2, 0, 1)
     elif x.dtype != np.uint8 and x.ndim != 3:
         raise DataSpecError(f"{what}: a float image must be C,H,W and already preprocessed, got shape {x.shape}")
-    return x, None if label is None else int(_array(label) if _array(label) is not None else label)
+    if label is None:
+        return x, None
+    as_array = _array(label)
+    return x, int(as_array.item() if as_array is not None else label)
 
 
 def _stack(images: list[np.ndarray], labels: list[int | None], what: str) -> Batch:

@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import _io, _onnx, _progress
@@ -127,7 +128,7 @@ def export_model(
                      mean=_triplet(mean, "mean"), std=_triplet(std, "std"), trust_pickle=trust_pickle)
     if spec.spec:
         loaded = models.load_model(spec)
-        result = export_onnx(loaded, output, config)
+        result = export_onnx(loaded, Path(output), config)
     else:
         if weights:
             raise UsageError("weights go with a MODEL spec; load them into the module (load_state_dict) instead")
@@ -135,7 +136,7 @@ def export_model(
             loaded = models.from_module(module, spec)
             if num_classes not in (None, loaded.num_classes):
                 raise ModelSpecError(f"the model has {loaded.num_classes} outputs but num_classes is {num_classes}")
-            result = export_onnx(loaded, output, config)
+            result = export_onnx(loaded, Path(output), config)
     out = cast(ExportResult, result)
     out.model = loaded.description
     return out
@@ -145,7 +146,7 @@ def fold_bn(input: PathLike, output: PathLike, *, seed: int = 0) -> FoldResult:
     """Fold Conv -> BatchNormalization pairs of an existing ONNX, verified against it in ONNX Runtime."""
     from ..export import fold_bn_file
 
-    return cast(FoldResult, fold_bn_file(input, output, seed=seed))
+    return cast(FoldResult, fold_bn_file(Path(input), Path(output), seed=seed))
 
 
 def _preprocess_of(onnx_path: PathLike) -> Callable[[], Preprocess]:
@@ -207,16 +208,16 @@ def quantize_model(
     """
     from ..quantize import quantize
 
-    placeholder = {"calib": None if calib is None else "calib", "val": None if val is None else "val"}
     config = QuantizeConfig(precision=precision, target=target, calib_size=calib_size, calib_method=calib_method,
                             seed=seed, max_drop=max_drop, val_limit=val_limit, fp32_remainder=fp32_remainder,
-                            **placeholder)  # checks the options before any data is read
+                            calib=None if calib is None else "calib",
+                            val=None if val is None else "val")  # checks the options before any data is read
     pre = _preprocess_of(input)
     with contextlib.ExitStack() as stack, _progress.enabled(progress):
         calib_spec = None if precision == "fp16" else _stage_data(
             stack, calib, "calib", pre, limit=calib_size, seed=seed, labelled=False, pick=True)
         val_spec = _stage_data(stack, val, "val", pre, limit=val_limit, seed=seed, labelled=True, pick=False)
-        return cast(QuantizeResult, quantize(input, output, replace(config, calib=calib_spec, val=val_spec)))
+        return cast(QuantizeResult, quantize(Path(input), Path(output), replace(config, calib=calib_spec, val=val_spec)))
 
 
 def recipe_name(label: str, generation: str) -> str:
@@ -251,7 +252,7 @@ def build_engine(
     from ..engine import build_engine as build
 
     config = _build_config(min_batch, opt_batch, max_batch, workspace, timing_cache, dla_core, compute_capability)
-    return cast(BuildResult, build(input, output, config, runtime=runtime))
+    return cast(BuildResult, build(Path(input), Path(output), config, runtime=runtime))
 
 
 def _command_builder(runtime: str, trt_version: str | None) -> tuple[str, str, str]:
@@ -296,7 +297,7 @@ def engine_command(
 
     config = _build_config(min_batch, opt_batch, max_batch, workspace, timing_cache, dla_core, compute_capability)
     builder, version, source = _command_builder(runtime, trt_version)
-    info = inspect_onnx(input)
+    info = inspect_onnx(Path(input))
     line = trtexec_line(info, os.fspath(output), version, config, builder=builder)
     label = FAMILIES[builder].label
     return EngineCommand(builder=builder, label=label, version=version, version_source=source,
@@ -428,7 +429,7 @@ def make_bundle(
     """The deploy bundle of a ``run_pipeline`` OUTDIR (default ``OUTDIR/bundle``): its ONNX variants,
     ``images`` class-balanced golden images and every variant's expected outputs, for ``verify_bundle``
     on the device."""
-    path = write_bundle(outdir, images=images, seed=seed, dest=output)
+    path = write_bundle(Path(outdir), images=images, seed=seed, dest=None if output is None else Path(output))
     size = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
     return BundleResult(path, json.loads((path / "bundle.json").read_text()), size)
 
@@ -446,7 +447,7 @@ def verify_bundle(
     ``passed`` on the result says whether all met their tolerances."""
     if scale_tolerance <= 0:
         raise UsageError(f"--scale-tolerance must be positive, got {scale_tolerance}")
-    return cast(VerifyReport, verify(bundle, None if artifact is None else os.fspath(artifact), variant=variant,
+    return cast(VerifyReport, verify(Path(bundle), None if artifact is None else os.fspath(artifact), variant=variant,
                                      backend=backend, scale_tolerance=scale_tolerance))
 
 
@@ -477,12 +478,14 @@ def run_pipeline(
     triton_repo: PathLike | None = None,
     argv: Sequence[str] | None = None,
     progress: bool = False,
+    **settings: Any,
 ) -> RunResult:
     """The whole pipeline into ``output``: export, quantize, build, eval, bench, report, bundle;
     finished stages are reused when their inputs are unchanged. Each setting left None comes from
     ``config`` (a TOML file with the same names), else its default
     (:func:`resdeploy.pipeline.config.default`: the demo). Model and data are specs here, as the
-    run records and reuses them by name; in-memory models and data go through the stage functions."""
+    run records and reuses them by name; in-memory models and data go through the stage functions.
+    ``settings`` takes any other setting by its flat name (an unknown one is a UsageError)."""
     from ..pipeline import run_config
     from ..pipeline import run_pipeline as run
 
@@ -490,13 +493,14 @@ def run_pipeline(
              "std": std, "trust_pickle": trust_pickle, "calib": calib, "calib_size": calib_size,
              "calib_method": calib_method, "val": val, "val_limit": val_limit, "max_drop": max_drop,
              "precisions": precisions, "targets": targets, "batches": batches, "warmup": warmup, "iters": iters,
-             "max_seconds": max_seconds, "max_batch": max_batch, "output": output, "triton_repo": triton_repo}
+             "max_seconds": max_seconds, "max_batch": max_batch, "output": output, "triton_repo": triton_repo,
+             **settings}
     for name in ("model", "calib", "val"):
         if given[name] is not None and not isinstance(given[name], (str, os.PathLike)):
             raise UsageError(f"run_pipeline takes {name} as a spec; give in-memory models and data to the stage "
                              "functions (export_model, quantize_model, evaluate)")
     flags = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in given.items()}
-    cfg = run_config(config, flags)
+    cfg = run_config(None if config is None else Path(config), flags)
     with _progress.enabled(progress):
         result = cast(RunResult, run(cfg, list(argv) if argv is not None else ["resdeploy.run_pipeline"]))
     result.config = cfg
