@@ -182,3 +182,36 @@ def test_bad_input_raises_the_error_family(trained, tmp_path: Path, capfd) -> No
     assert not out.exists() and not (tmp_path / "m.onnx").exists()
     captured = capfd.readouterr()
     assert captured.out == ""
+
+
+def test_a_streamed_source_is_read_only_as_far_as_needed(trained, tmp_path: Path) -> None:
+    """Evaluation iterates (a generator is never read past ``limit``); calibration on a torch
+    Dataset reads only the ``calib_size`` items it draws."""
+    import torch
+    from torch.utils.data import Dataset
+
+    _, (xc, yc), (xv, yv), root = trained
+    fp32 = root / "m.onnx"
+    if not fp32.is_file():
+        pytest.skip("needs the exported model of the check above")
+
+    def batches():
+        for start in range(0, 100, 50):
+            yield xv[start:start + 50], yv[start:start + 50]
+        raise AssertionError("read past the limit")
+
+    report = resdeploy.evaluate(fp32, batches(), reference=fp32, limit=100)
+    assert report.reference["n"] == 100 and report.results[0].agreement_top1 == 1.0
+
+    class Counted(Dataset):
+        reads = 0
+
+        def __len__(self) -> int:
+            return len(xc)
+
+        def __getitem__(self, i: int):
+            Counted.reads += 1
+            return torch.from_numpy(xc[i]), int(yc[i])
+
+    q = resdeploy.quantize_model(fp32, tmp_path / "q.onnx", target="cpu", calib=Counted(), calib_size=32)
+    assert q.calib["images"] == 32 and Counted.reads == 32

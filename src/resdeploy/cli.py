@@ -300,7 +300,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     given = vars(args)
     flags = {name: given.get(name) for name in SETTINGS if name != "batches"}
     flags["trust_pickle"] = True if args.trust_pickle else None  # a flag cannot unset the file's true
-    result = run_pipeline(args.config, **flags, batches=args.batch, argv=["resdeploy", *args.argv],
+    # --batch fills `batches` (FLAG_ALIASES), and an error names the flag as given
+    result = run_pipeline(args.config, **flags, batch=args.batch, argv=["resdeploy", *args.argv],
                           progress=_progress_on(args))
     cfg = result.config
     cols, rows = summary_rows(result.report)

@@ -29,7 +29,7 @@ from ..errors import DataSpecError
 from ..measure.evaluate import Batch
 from ..preprocess import Preprocess
 
-__all__ = ["Batch", "DataLike", "Stream", "materialize", "resolve"]
+__all__ = ["Batch", "DataLike", "Stream", "array_batches", "materialize", "resolve"]
 
 # A DATA spec, an array, (images, labels), a torch Dataset or DataLoader, or an iterable of batches.
 DataLike = Any
@@ -178,6 +178,13 @@ class Stream:
                 images, labels = [], []
         if images:
             yield _stack(images, labels, self.name)
+
+
+def array_batches(dataset: Dataset, batch_size: int) -> Iterator[Batch]:
+    """An in-memory Dataset of uint8 images as ``(images, labels)`` batches, views of its arrays."""
+    assert dataset.images is not None
+    for start in range(0, len(dataset), batch_size):
+        yield dataset.images[start:start + batch_size], dataset.labels[start:start + batch_size]
 
 
 def resolve(data: DataLike, what: str) -> str | tuple[Dataset, bool] | Stream:

@@ -202,8 +202,10 @@ def quantize_model(
     by calibration on ``calib``; with ``val`` and ``max_drop`` (percentage points of top-1) the
     most sensitive layers go back to higher precision until the drop fits (else QuantizeError).
 
-    ``calib`` and ``val`` are DATA specs or the library's data (see :mod:`resdeploy.api._data`):
-    ``calib_size`` images are calibrated on, ``val`` (labelled) is held in memory up to ``val_limit``.
+    ``calib`` and ``val`` are DATA specs, arrays, ``(images, labels)``, torch Datasets or
+    DataLoaders, or iterables of batches: ``calib_size`` images are calibrated on (of a torch
+    Dataset a seeded random choice, of a loader the first ones), ``val`` (labelled) is held in
+    memory up to ``val_limit``.
     Writes ``output`` and ``OUT.quant.json`` (the result's ``to_dict()``).
     """
     from ..quantize import quantize
@@ -369,17 +371,18 @@ def evaluate(
     if isinstance(ref, _ModuleArtifact):
         config = replace(config, cache_reference=False)
     found = _data.resolve(data, "data")
+    if isinstance(found, tuple) and not found[1]:
+        raise DataSpecError("data needs labels to evaluate: give (images, labels)")
+    if isinstance(found, tuple) and found[0].images is not None:  # uint8 arrays: resized per batch, never cached
+        found = _data.Stream(_data.array_batches(found[0], config.batch_size), found[0].name, items=False)
     with _progress.enabled(progress):
         if isinstance(found, _data.Stream):
             ref = ref or arts[0].reference(trust_pickle=trust_pickle)
             report = evaluate_stream(arts, found.batches(config.batch_size), found.name, reference=ref,
                                      backend=backend, config=config)
         else:
-            if isinstance(found, tuple) and not found[1]:
-                raise DataSpecError("data needs labels to evaluate: give (images, labels)")
-            dataset = found if isinstance(found, str) else found[0]
-            report = evaluate_dataset(arts, dataset, reference=ref, backend=backend, config=config,
-                                      trust_pickle=trust_pickle)
+            report = evaluate_dataset(arts, found if isinstance(found, str) else found[0], reference=ref,
+                                      backend=backend, config=config, trust_pickle=trust_pickle)
     return cast(EvalReport, report)
 
 
