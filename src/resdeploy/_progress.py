@@ -17,6 +17,17 @@ def enable(flag: bool = True) -> None:
     _enabled = flag
 
 
+@contextlib.contextmanager
+def enabled(flag: bool) -> Iterator[None]:
+    """Bars on (or off) for one library call, then as they were: ``resdeploy.evaluate(..., progress=True)``."""
+    global _enabled
+    before, _enabled = _enabled, flag
+    try:
+        yield
+    finally:
+        _enabled = before
+
+
 def track(iterable: Iterable[T], *, total: int | None = None, desc: str = "", unit: str = "it") -> Iterator[T]:
     if not _enabled:
         yield from iterable
@@ -29,7 +40,7 @@ def track(iterable: Iterable[T], *, total: int | None = None, desc: str = "", un
 
 
 @contextlib.contextmanager
-def counter(total: int, *, desc: str = "", unit: str = "it") -> Iterator[Callable[[int], None]]:
+def counter(total: int | None, *, desc: str = "", unit: str = "it") -> Iterator[Callable[[int], None]]:
     """A bar advanced by hand (``advance(n)``): rates in ``unit``/s, e.g. images per second."""
     if not _enabled:
         yield lambda n: None

@@ -44,6 +44,18 @@ def _default(cls: type, name: str) -> Any:
     raise KeyError(name)
 
 
+def _param(func: Callable[..., Any], name: str) -> Any:
+    """A library function's keyword default (for options no stage config holds)."""
+    import inspect
+
+    return inspect.signature(func).parameters[name].default
+
+
+def _progress_on(args: argparse.Namespace) -> bool:
+    """Progress bars: on unless --quiet (tqdm itself stays silent where stderr is not a terminal)."""
+    return not args.quiet
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -120,21 +132,23 @@ def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
 # --- commands -------------------------------------------------------------------------------
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from ._io import check_writable
-    from .export import ExportConfig, export_onnx
-    from .models import load_model
+def _model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The MODEL options (--weights, --num-classes, ...) as the library's keyword arguments."""
+    from dataclasses import asdict
 
-    config = ExportConfig(
-        opset=args.opset, batch=args.batch, fold_bn=not args.no_fold_bn, simplify=not args.no_simplify
-    )
-    check_writable(args.output)
-    model = load_model(_model_spec(args))
-    r = export_onnx(model, args.output, config)
+    return {k: v for k, v in asdict(_model_spec(args)).items() if k != "spec"}
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .api import export_model
+
+    r = export_model(args.model, args.output, **_model_options(args), opset=args.opset, batch=args.batch,
+                     fold_bn=not args.no_fold_bn, simplify=not args.no_simplify)
+    info = r.to_dict()
     checks = ", ".join(f"batch {c.batch}: {c.max_abs_err:.2e} ({c.relative_err:.1e} rel)" for c in r.checks)
-    print(f"exported {model.description} -> {r.path}")
-    print(f"  opset {config.opset}, batch {'dynamic' if config.batch is None else config.batch}, "
-          f"input {list(model.preprocess.input_shape)}, {model.num_classes} classes")
+    print(f"exported {r.model} -> {r.path}")
+    print(f"  opset {args.opset}, batch {'dynamic' if args.batch is None else args.batch}, "
+          f"input {info['input_shape']}, {info['num_classes']} classes")
     print(f"  BatchNorm folded: {r.bn_folded_torch} in torch, {r.bn_folded_onnx} in ONNX (model had {r.bn_in_model})")
     print(f"  nodes: {r.nodes_exported} exported -> {r.nodes_final} after "
           f"{'onnxsim' if r.simplified else 'folding (onnxsim skipped)'}")
@@ -144,9 +158,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_fold_bn(args: argparse.Namespace) -> int:
-    from .export import fold_bn_file
+    from .api import fold_bn
 
-    r = fold_bn_file(args.input, args.output)
+    r = fold_bn(args.input, args.output)
     print(f"folded {r.folded} BatchNormalization node(s) into Conv -> {r.path}"
           + (f"; {r.remaining} left (not after a Conv)" if r.remaining else ""))
     if r.training_mode_reset:
@@ -157,14 +171,13 @@ def cmd_fold_bn(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from .quantize import QuantizeConfig, quantize, report_path
+    from .api import quantize_model
+    from .quantize import report_path
 
-    config = QuantizeConfig(
-        precision=args.precision, target=args.target, calib=args.calib, calib_size=args.calib_size,
-        calib_method=args.calib_method, seed=args.seed, val=args.val, max_drop=args.max_drop,
-        val_limit=args.val_limit, fp32_remainder=args.fp32_remainder,
-    )
-    r = quantize(args.input, args.output, config)
+    r = quantize_model(args.input, args.output, precision=args.precision, target=args.target, calib=args.calib,
+                       calib_size=args.calib_size, calib_method=args.calib_method, seed=args.seed, val=args.val,
+                       max_drop=args.max_drop, val_limit=args.val_limit, fp32_remainder=args.fp32_remainder,
+                       progress=_progress_on(args))
     what = "FP16 (inputs and outputs FP32)" if r.precision == "fp16" else f"INT8 Q/DQ for {r.target}"
     print(f"quantized {args.input} -> {r.path}: {what}")
     if r.calib:
@@ -189,57 +202,31 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _trtexec_builder(runtime: str, trt_version: str | None) -> tuple[str, str, str]:
-    """(family, version, where the version came from) for --print-trtexec: ``auto`` is TensorRT
-    where it is importable (or --trt-version names a TensorRT release), else TensorRT-RTX."""
-    from ._tensorrt import import_builder
-    from .engine import FAMILIES
-
-    if runtime == "auto":
-        if trt_version or import_builder("tensorrt") is not None:
-            runtime = "tensorrt"
-        else:
-            runtime = "tensorrt-rtx" if import_builder("tensorrt_rtx") is not None else "tensorrt"
-    mod = import_builder(FAMILIES[runtime].module)
-    if trt_version:
-        return runtime, trt_version, "given"
-    if mod is not None:
-        return runtime, mod.__version__, "installed"
-    return runtime, "10.3" if runtime == "tensorrt" else "1.7.1", "default, none installed"
-
-
 def cmd_build(args: argparse.Namespace) -> int:
-    from .engine import FAMILIES, BuildConfig, build_engine, inspect_onnx, trtexec_line
+    from .api import build_engine, engine_command
+    from .api._stages import recipe_name
 
-    config = BuildConfig(min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
-                         workspace_mib=args.workspace, timing_cache=args.timing_cache, dla_core=args.dla_core,
-                         compute_capabilities=tuple(args.compute_capability or ()))
+    options = {"runtime": args.runtime, "min_batch": args.min_batch, "opt_batch": args.opt_batch,
+               "max_batch": args.max_batch, "workspace": args.workspace, "timing_cache": args.timing_cache,
+               "dla_core": args.dla_core, "compute_capability": args.compute_capability or ()}
     if args.print_trtexec:
-        builder, version, source = _trtexec_builder(args.runtime, args.trt_version)
-        info = inspect_onnx(args.input)
-        line = trtexec_line(info, str(args.output), version, config, builder=builder)
-        print(f"# {FAMILIES[builder].label} {version} ({source}), {info.precision} ONNX; recipe for "
-              f"{_recipe_name(FAMILIES[builder].label, line.recipe.generation)}")
-        for note in line.recipe.notes:
+        c = engine_command(args.input, args.output, trt_version=args.trt_version, **options)
+        print(f"# {c.label} {c.version} ({c.version_source}), {c.precision} ONNX; recipe for {c.recipe}")
+        for note in c.notes:
             print(f"# {note}")
-        print(line.text)
+        print(c.text)
         return 0
     if args.trt_version:
         raise UsageError("--trt-version goes with --print-trtexec; a build uses the installed TensorRT")
-    r = build_engine(args.input, args.output, config, runtime=args.runtime)
+    r = build_engine(args.input, args.output, **options)
     rec = r.record
     where = f"on {rec['gpu']} (sm {rec['compute_capability']})" if rec["gpu"] else "ahead of time, without a GPU"
     print(f"built {r.plan} with {rec['builder']['name']} {rec['builder']['version']} {where}; "
           f"compute capabilities: {rec['compute_capabilities_targeted']}")
-    print(f"  {rec['precision']} ONNX, recipe for {_recipe_name(rec['builder']['name'], rec['recipe']['generation'])}: "
+    print(f"  {rec['precision']} ONNX, recipe for {recipe_name(rec['builder']['name'], rec['recipe']['generation'])}: "
           f"strongly typed {rec['recipe']['strongly_typed']}, flags +{rec['recipe']['set_flags']} -{rec['recipe']['cleared_flags']}")
     print(f"  profile {rec['profile']}; record {r.plan}.json; {r.seconds:.1f} s")
     return 0
-
-
-def _recipe_name(label: str, generation: str) -> str:
-    """"TensorRT 10" for TensorRT's generations; TensorRT-RTX has one recipe ("rtx"), named by its label alone."""
-    return label if generation == "rtx" else f"{label} {generation}"
 
 
 def _bench_rows(results: list[Any]) -> list[list[str]]:
@@ -249,25 +236,15 @@ def _bench_rows(results: list[Any]) -> list[list[str]]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ._io import check_writable, write_json
-    from .device import environment
-    from .measure import BenchConfig, benchmark, benchmark_isolated
-    from .runtime import Artifact, check_backend
+    from ._io import check_writable
+    from .api import bench
 
-    config = BenchConfig(batches=args.batch, warmup=args.warmup, iters=args.iters,
-                         max_seconds=args.max_seconds, threads=args.threads)
     if args.json:
         check_writable(args.json)
-    artifacts = [Artifact.resolve(a, trust_pickle=args.trust_pickle) for a in args.artifacts]
-    for art in artifacts:  # fail fast, before any timing, on a backend that cannot run here
-        check_backend(art, args.backend)
-    results = []
-    for art in artifacts:
-        if args.in_process:
-            results += benchmark(art, args.backend, config)
-        else:
-            results += benchmark_isolated(art.text, args.backend, config, {"trust_pickle": args.trust_pickle})
-    env = environment(args.threads, "in-process" if args.in_process else "one process per artifact")
+    report = bench(args.artifacts, backend=args.backend, batches=args.batch, warmup=args.warmup, iters=args.iters,
+                   max_seconds=args.max_seconds, threads=args.threads, in_process=args.in_process,
+                   trust_pickle=args.trust_pickle)
+    results, env = report.results, report.env
     _print_table(f"latency (ms) on {env['cpu']}, {env['threads']} threads, {env['isolation']}",
                  ["artifact", "backend", "precision", "batch", "p50", "p90", "p99", "mean", "img/s", "iters"],
                  _bench_rows(results))
@@ -277,11 +254,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                      ["artifact", "backend", "batch", "H2D", "GPU compute", "D2H", "enqueue", "host memory"],
                      [[_short(r.artifact), r.backend, str(r.batch), f"{r.h2d_ms:.3f}", f"{r.gpu_compute_ms:.3f}",
                        f"{r.d2h_ms:.3f}", f"{r.enqueue_ms:.3f}", str(r.host_memory)] for r in gpu])
-    for warning in env.get("warnings", []):
-        log.warning("%s", warning)
     if args.json:
-        write_json(args.json, {"results": [r.to_dict() for r in results], "env": env,
-                               "config": {"warmup": config.warmup, "iters": config.iters, "max_seconds": config.max_seconds}})
+        report.to_json(args.json)
         print(f"wrote {args.json}")
     return 0
 
@@ -291,17 +265,14 @@ def _pct(x: float) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ._io import check_writable, write_json
-    from .measure import EvalConfig, evaluate
-    from .runtime import Artifact
+    from ._io import check_writable
+    from .api import evaluate
 
-    config = EvalConfig(limit=args.limit, batch_size=args.eval_batch, threads=args.threads, workers=args.workers)
     if args.json:
         check_writable(args.json)
-    artifacts = [Artifact.resolve(a, trust_pickle=args.trust_pickle) for a in args.artifacts]
-    reference = Artifact.resolve(args.reference, trust_pickle=args.trust_pickle) if args.reference else None
-    report = evaluate(artifacts, args.data, reference=reference, backend=args.backend, config=config,
-                      trust_pickle=args.trust_pickle)
+    report = evaluate(args.artifacts, args.data, reference=args.reference, backend=args.backend, limit=args.limit,
+                      eval_batch=args.eval_batch, threads=args.threads, workers=args.workers,
+                      trust_pickle=args.trust_pickle, progress=_progress_on(args))
     ref = report.reference
     lo, hi = ref["top1_ci95"]
     rows = [[f"{_short(ref['artifact'])} (reference)", ref["backend"], "fp32", str(ref["n"]), _pct(ref["top1"]),
@@ -317,19 +288,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     t = report.timing
     print(f"  {t['wall_seconds']:.1f} s: decoding {t['decode_seconds']:.1f} s, each model alone")
     if args.json:
-        write_json(args.json, report.to_dict())
+        report.to_json(args.json)
         print(f"wrote {args.json}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .pipeline import SETTINGS, run_config, run_pipeline, summary_rows
+    from .api import run_pipeline
+    from .pipeline import SETTINGS, summary_rows
 
     given = vars(args)
-    flags = {name: given.get(name) for name in (*SETTINGS, "batch") if name != "batches"}
+    flags = {name: given.get(name) for name in SETTINGS if name != "batches"}
     flags["trust_pickle"] = True if args.trust_pickle else None  # a flag cannot unset the file's true
-    cfg = run_config(args.config, flags)
-    result = run_pipeline(cfg, ["resdeploy", *args.argv])
+    # --batch fills `batches` (FLAG_ALIASES), and an error names the flag as given
+    result = run_pipeline(args.config, **flags, batch=args.batch, argv=["resdeploy", *args.argv],
+                          progress=_progress_on(args))
+    cfg = result.config
     cols, rows = summary_rows(result.report)
     ref = result.report["reference"]
     _print_table(f"{cfg.model.spec} on {cfg.val}: FP32 torch top-1 {100 * ref['top1']:.2f} % over {ref['n']} images",
@@ -342,10 +316,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
-    from .device import write_bundle
+    from .api import make_bundle
 
-    path = write_bundle(args.outdir, images=args.images, seed=args.seed, dest=args.output)
-    size = sum(p.stat().st_size for p in path.iterdir() if p.is_file()) / 1e6
+    bundle = make_bundle(args.outdir, images=args.images, seed=args.seed, output=args.output)
+    path, size = bundle.path, bundle.size_bytes / 1e6
     print(f"wrote {path} ({size:.1f} MB): copy it to the device and run `resdeploy verify {path.name}` there")
     return 0
 
@@ -364,15 +338,13 @@ def _verify_rows(report: Any) -> list[list[str]]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ._io import check_writable, write_json
-    from .device import verify
+    from ._io import check_writable
+    from .api import verify_bundle
 
     if args.json:
         check_writable(args.json)
-    if args.scale_tolerance <= 0:
-        raise UsageError(f"--scale-tolerance must be positive, got {args.scale_tolerance}")
-    report = verify(args.bundle, args.artifact, variant=args.variant, backend=args.backend,
-                    scale_tolerance=args.scale_tolerance)
+    report = verify_bundle(args.bundle, args.artifact, variant=args.variant, backend=args.backend,
+                           scale_tolerance=args.scale_tolerance)
     _print_table(f"verify against {report.bundle['path']} ({report.bundle['golden']['n']} golden images)",
                  ["artifact", "variant", "backend", "n", "agree expected %", "agree FP32 %", "top-1 %",
                   "max |dlogit|", "result", "first divergent layer"], _verify_rows(report))
@@ -386,7 +358,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for warning in report.env.get("warnings", []):
         log.warning("%s", warning)
     if args.json:
-        write_json(args.json, report.to_dict())
+        report.to_json(args.json)
         print(f"wrote {args.json}")
     return 0 if report.passed else 1
 
@@ -537,16 +509,20 @@ def _add_eval(sub: Sub) -> None:
 
 
 def _add_bundle(sub: Sub) -> None:
+    from .api import make_bundle
+
     p = sub.add_parser("bundle", help="the deploy bundle of a run: ONNX variants, golden images, expected outputs",
                        formatter_class=_Help)
     p.add_argument("outdir", metavar="OUTDIR", help="a `resdeploy run` output folder")
-    p.add_argument("--images", type=_positive_int, default=256, help="golden images, class-balanced and seeded")
-    p.add_argument("--seed", type=int, default=0, help="golden image selection")
+    p.add_argument("--images", type=_positive_int, default=_param(make_bundle, "images"),
+                   help="golden images, class-balanced and seeded")
+    p.add_argument("--seed", type=int, default=_param(make_bundle, "seed"), help="golden image selection")
     p.add_argument("-o", "--output", metavar="DIR", help="bundle folder (default: OUTDIR/bundle)")
     p.set_defaults(func=cmd_bundle)
 
 
 def _add_verify(sub: Sub) -> None:
+    from .api import verify_bundle
     from .runtime import backend_help, backend_names
 
     p = sub.add_parser("verify", help="on the device: check artifacts against the bundle's expected outputs",
@@ -556,7 +532,7 @@ def _add_verify(sub: Sub) -> None:
                    help="a .plan built on the device, or any .onnx (default: every bundled ONNX on every backend here)")
     p.add_argument("--variant", metavar="NAME", help="the variant ARTIFACT implements (default: from its source sha256)")
     p.add_argument("--backend", default="auto", choices=["auto", *backend_names()], help=backend_help())
-    p.add_argument("--scale-tolerance", type=float, default=1.0, metavar="F",
+    p.add_argument("--scale-tolerance", type=float, default=_param(verify_bundle, "scale_tolerance"), metavar="F",
                    help="loosen (F > 1) or tighten the bundle's per-variant tolerances")
     p.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
     p.set_defaults(func=cmd_verify)

@@ -15,9 +15,12 @@ error naming its path.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import itertools
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +40,7 @@ __all__ = [
     "balanced_indices",
     "calibration_batches",
     "check_finite",
+    "in_memory",
     "load_dataset",
 ]
 
@@ -265,9 +269,31 @@ def _load_npz(path: Path) -> Dataset:
     return Dataset(name=str(path), tensors=x, labels=y.astype(np.int64))
 
 
+# Data sets handed over in memory (the library's arrays, DataLoaders, ...), by the spec that names them.
+_IN_MEMORY: dict[str, Dataset] = {}
+_IN_MEMORY_LOCK = threading.Lock()
+_IN_MEMORY_IDS = itertools.count()
+
+
+@contextlib.contextmanager
+def in_memory(dataset: Dataset) -> Iterator[str]:
+    """A DATA spec that names ``dataset`` while the block runs, so that stages taking DATA specs
+    (their configs are strings) take the library's in-memory data unchanged, without a file."""
+    with _IN_MEMORY_LOCK:
+        spec = f"<in-memory {next(_IN_MEMORY_IDS)}: {dataset.name}>"
+        _IN_MEMORY[spec] = dataset
+    try:
+        yield spec
+    finally:
+        with _IN_MEMORY_LOCK:
+            _IN_MEMORY.pop(spec, None)
+
+
 def load_dataset(spec: str, *, default_split: str = "test") -> Dataset:
     """Resolve a DATA spec. ``fashion-mnist`` alone means ``default_split``."""
     spec = str(spec)
+    if spec in _IN_MEMORY:
+        return _IN_MEMORY[spec]
     if spec.startswith("fashion-mnist"):
         _, _, split = spec.partition(":")
         split = split or default_split

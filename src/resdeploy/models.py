@@ -24,7 +24,8 @@ from .preprocess import IMAGENET, Preprocess
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["RESNET_BUILDERS", "LoadedModel", "ModelSpec", "ParsedSpec", "file_format", "load_model", "parse_model_spec"]
+__all__ = ["RESNET_BUILDERS", "LoadedModel", "ModelSpec", "ParsedSpec", "file_format", "from_module", "load_model",
+           "parse_model_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class ModelSpec:
 
     def to_metadata(self) -> dict[str, str]:
         """Enough to rebuild this FP32 model as the reference of later stages."""
-        meta = {"resdeploy.source": self.spec}
+        meta = {"resdeploy.source": self.spec} if self.spec else {}  # "": a module handed over in memory
         if self.weights:
             w = self.weights
             meta["resdeploy.weights"] = str(Path(w).resolve()) if looks_like_path(w) or Path(w).exists() else w
@@ -429,6 +430,19 @@ def _load_zoo(spec: ModelSpec, name: str) -> LoadedModel:
     if spec.num_classes not in (None, classes):
         raise ModelSpecError(f"zoo:{name} has {classes} classes; drop --num-classes")
     return LoadedModel(module, _override(pre, spec), classes, spec, f"zoo:{name}")
+
+
+def from_module(module: torch.nn.Module, spec: ModelSpec) -> LoadedModel:
+    """An in-memory module (the library's ``export_model(model)``): ImageNet's preprocessing unless
+    ``spec`` overrides it, as for a module file; ``spec.spec`` is "" (no source to rebuild it from)."""
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        raise ModelSpecError(f"the model is a {type(module).__name__}, not a torch.nn.Module or a MODEL spec")
+    pre = _override(IMAGENET, spec)
+    classes, static = classifier_outputs(module, pre)
+    extra = {"static_batch": static} if static else {}
+    return LoadedModel(module, pre, classes, spec, f"{type(module).__name__} (in memory)", extra)
 
 
 def load_model(spec: ModelSpec | str) -> LoadedModel:

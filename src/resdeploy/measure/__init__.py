@@ -2,7 +2,7 @@
 throughput, each artifact in its own process) and ``eval`` (accuracy against the FP32 reference)."""
 
 from .bench import BenchConfig, BenchResult, benchmark, benchmark_isolated
-from .evaluate import EvalConfig, EvalReport, EvalResult, evaluate, topk_accuracy
+from .evaluate import EvalConfig, EvalReport, EvalResult, evaluate, evaluate_stream, topk_accuracy
 
 __all__ = [
     "BenchConfig",
@@ -13,5 +13,6 @@ __all__ = [
     "benchmark",
     "benchmark_isolated",
     "evaluate",
+    "evaluate_stream",
     "topk_accuracy",
 ]

@@ -9,10 +9,11 @@ against the reference an exact McNemar test on the same images.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,7 +31,7 @@ from ._inputs import InputCache, reference_logits_cache
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalConfig", "EvalReport", "EvalResult", "evaluate", "topk_accuracy"]
+__all__ = ["EvalConfig", "EvalReport", "EvalResult", "evaluate", "evaluate_stream", "topk_accuracy"]
 
 
 @dataclass(frozen=True)
@@ -186,3 +187,97 @@ def evaluate(
     timing = {"decode_seconds": round(decode, 3), "reference_seconds": round(ref_seconds, 3),
               "wall_seconds": round(time.perf_counter() - start, 3)}
     return EvalReport(dataset.name, results, _reference_dict(reference, ref_backend, ref_logits, labels), timing)
+
+
+# A streamed batch: images (float32 N,C,H,W already preprocessed; uint8 N,C,H,W or N,H,W, or a list of
+# uint8 C,H,W images of any size, given the model's own preprocessing) and their labels.
+Batch = tuple[np.ndarray | list[np.ndarray], np.ndarray | None]
+
+
+class _Stream:
+    """Each model's logits over a data set read once: every model runs on each batch in turn."""
+
+    def __init__(self, models: list[tuple[Artifact, str]], config: EvalConfig) -> None:
+        self.models, self.config = models, config
+        self.logits: list[list[np.ndarray]] = [[] for _ in models]
+        self.seconds = [0.0] * len(models)
+        self.labels: list[np.ndarray] = []
+        self.decode_seconds = 0.0
+
+    def _inputs(self, x: np.ndarray | list[np.ndarray], art: Artifact, done: dict[Any, np.ndarray]) -> np.ndarray:
+        if isinstance(x, np.ndarray) and x.dtype != np.uint8:
+            return x
+        pre = art.preprocess()
+        if pre not in done:
+            t0 = time.perf_counter()
+            done[pre] = pre.apply(x)
+            check_finite(done[pre], "evaluation data")
+            self.decode_seconds += time.perf_counter() - t0
+        return done[pre]
+
+    def add(self, sessions: list[Any], x: np.ndarray | list[np.ndarray], y: np.ndarray) -> None:
+        if isinstance(x, np.ndarray) and x.dtype != np.uint8:
+            check_finite(x, "evaluation data")
+        done: dict[Any, np.ndarray] = {}
+        for i, ((art, _), session) in enumerate(zip(self.models, sessions, strict=True)):
+            inputs = self._inputs(x, art, done)
+            t0 = time.perf_counter()
+            self.logits[i].append(np.asarray(session.logits(inputs, max_batch=self.config.batch_size), dtype=np.float32))
+            self.seconds[i] += time.perf_counter() - t0
+        self.labels.append(np.asarray(y, dtype=np.int64))
+
+    def run(self, batches: Iterable[Batch]) -> None:
+        limit = self.config.limit
+        n = 0
+        with contextlib.ExitStack() as stack:
+            sessions = [stack.enter_context(open_session(a, b, BackendOptions(threads=self.config.threads)))
+                        for a, b in self.models]
+            it = iter(batches)
+            with _progress.counter(limit, desc="eval (streamed)", unit="img") as advance:
+                while limit is None or n < limit:
+                    t0 = time.perf_counter()
+                    batch = next(it, None)
+                    self.decode_seconds += time.perf_counter() - t0
+                    if batch is None:
+                        break
+                    x, y = batch
+                    if y is None:
+                        raise UsageError("evaluation needs labels: give (images, labels) batches or a labelled data set")
+                    keep = len(y) if limit is None else min(len(y), limit - n)
+                    self.add(sessions, x[:keep], np.asarray(y)[:keep])
+                    n += keep
+                    advance(keep)
+
+
+def evaluate_stream(
+    artifacts: list[Artifact],
+    batches: Iterable[Batch],
+    name: str,
+    *,
+    reference: Artifact,
+    backend: str | Sequence[str] = "auto",
+    config: EvalConfig = EvalConfig(),
+) -> EvalReport:
+    """:func:`evaluate` over ``batches`` read once, as they come (a data set larger than memory
+    streams): for each batch the reference, then every artifact, each on its own session."""
+    if not artifacts:
+        raise UsageError("give at least one ARTIFACT to evaluate")
+    start = time.perf_counter()
+    backends = [backend] * len(artifacts) if isinstance(backend, str) else list(backend)
+    if len(backends) != len(artifacts):
+        raise UsageError(f"give one backend per artifact ({len(artifacts)}), got {len(backends)}")
+    planned = [(art, check_backend(art, b)[0]) for art, b in zip(artifacts, backends, strict=True)]  # fail fast
+    stream = _Stream([(reference, reference_backend(reference)), *planned], config)
+    stream.run(batches)
+    if not stream.labels:
+        raise DataSpecError(f"{name} yielded no images; give a data set with images")
+    labels = np.concatenate(stream.labels)
+    ref_logits = np.concatenate(stream.logits[0])
+    if labels.min() < 0 or int(labels.max()) >= ref_logits.shape[1]:
+        raise DataSpecError(f"labels of {name} range over {int(labels.min())}..{int(labels.max())} but the model has "
+                            f"{ref_logits.shape[1]} classes; evaluate on data labelled for this model")
+    results = [_result(art, b, np.concatenate(stream.logits[i + 1]), ref_logits, labels, stream.seconds[i + 1])
+               for i, (art, b) in enumerate(planned)]
+    timing = {"decode_seconds": round(stream.decode_seconds, 3), "reference_seconds": round(stream.seconds[0], 3),
+              "wall_seconds": round(time.perf_counter() - start, 3)}
+    return EvalReport(name, results, _reference_dict(reference, stream.models[0][1], ref_logits, labels), timing)
