@@ -25,6 +25,8 @@ from ._qdq import Unit
 
 __all__ = ["layer_sqnr"]
 
+_CHUNK = 8
+
 
 def layer_sqnr(
     fp32: onnx.ModelProto,
@@ -43,18 +45,25 @@ def layer_sqnr(
             pairs.append((u, node.output[0], _as_consumed(int8, node.output[0])))
     tensors = list(dict.fromkeys(t for _, t, _ in pairs))
     quantized = {t: q for _, t, q in pairs}
+    # A fallen-back layer in the FP16 remainder outputs FP16: expose each tensor with its own type.
+    inferred = onnx.shape_inference.infer_shapes(int8).graph
+    elem = {v.name: v.type.tensor_type.elem_type for v in [*inferred.value_info, *inferred.output]}
     ref_sess = _onnx.session(_onnx.exposing(fp32, tensors))
-    q_sess = _onnx.session(_onnx.exposing(int8, [quantized[t] for t in tensors]))
+    q_sess = _onnx.session(_onnx.exposing(int8, {quantized[t]: elem.get(quantized[t]) or onnx.TensorProto.FLOAT
+                                                 for t in tensors}))
     name = ref_sess.get_inputs()[0].name
     signal = dict.fromkeys(tensors, 0.0)
     noise = dict.fromkeys(tensors, 0.0)
-    for x in batches:
-        ref = dict(zip(tensors, ref_sess.run(tensors, {name: x}), strict=True))
-        got = dict(zip(tensors, q_sess.run([quantized[t] for t in tensors], {name: x}), strict=True))
-        for t in tensors:
-            r = ref[t].astype(np.float64)
-            signal[t] += float(np.sum(r * r))
-            noise[t] += float(np.sum((r - got[t].astype(np.float64)) ** 2))
+    for batch in batches:
+        for i in range(0, len(batch), _CHUNK):  # a few images at a time: every exposed tensor is a copy
+            x = batch[i:i + _CHUNK]
+            ref = dict(zip(tensors, ref_sess.run(tensors, {name: x}), strict=True))
+            got = dict(zip(tensors, q_sess.run([quantized[t] for t in tensors], {name: x}), strict=True))
+            for t in tensors:
+                r = ref[t].reshape(-1)
+                d = r - got[t].reshape(-1).astype(np.float32)
+                signal[t] += float(np.dot(r, r))
+                noise[t] += float(np.dot(d, d))
     table = read_node_modules(_onnx.metadata(fp32))
     inits = {t.name for t in fp32.graph.initializer}
     fp32_nodes = {n.name: n for n in fp32.graph.node}
