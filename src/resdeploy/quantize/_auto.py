@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def logit_scores(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]], ref: np.ndarray) -> dict[str, float]:
     """Output SQNR (dB) and top-1 agreement of ``model`` against the FP32 outputs ``ref`` on ``feeds``."""
-    sess = _onnx.session(model)
+    sess = _onnx.session(model, spin=False)
     outs = [o.name for o in sess.get_outputs()][:1]
     got = np.concatenate([sess.run(outs, f)[0] for f in feeds]).astype(np.float64)
     r = ref.astype(np.float64)

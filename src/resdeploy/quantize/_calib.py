@@ -31,7 +31,8 @@ QUANT_LEVELS = 128  # symmetric int8: 0..127 on each side
 _MAX_SAMPLES = 1 << 18  # values per tensor per call entering the histogram (strided subsample)
 CHUNK = 8  # images per ONNX Runtime call of the calibration pass (bounds its memory)
 HOLDOUT_MAX = 64  # calibration images held out from the threshold fit for `auto`, at most
-HOLDOUT_PIXELS = 1 << 19  # and at most this many input pixels (64 images at 90 px, 10 at 224 px), at least 8 images
+HOLDOUT_PIXELS = 1 << 18  # and at most this many input pixels (64 images at 64 px, 5 at 224 px)
+HOLDOUT_MIN = 4
 
 
 @dataclass
@@ -44,6 +45,7 @@ class TensorStats:
     def grow(self, m: float) -> None:
         """Make the range reach ``m``: the first value sets it, then it doubles (so the ranges of
         two statistics kept in step, ``fit`` and ``held``, stay equal and merge exactly)."""
+        self.__dict__.pop("_memo", None)
         if self.edge == 0.0:
             self.edge = m
         while m > self.edge:  # double the range, merging bin pairs
@@ -53,6 +55,7 @@ class TensorStats:
     def add(self, x: np.ndarray, with_hist: bool = True) -> None:
         if not x.size:
             return
+        self.__dict__.pop("_memo", None)
         hi, lo = float(x.max()), float(x.min())
         m = max(hi, -lo)
         self.absmax = max(self.absmax, m)
@@ -134,8 +137,15 @@ def threshold(s: TensorStats, method: str) -> float:
 
 
 def thresholds(stats: dict[str, TensorStats], method: str) -> dict[str, float]:
-    """A symmetric threshold per tensor."""
-    return {n: threshold(s, method) for n, s in stats.items()}
+    """A symmetric threshold per tensor (each computed once per statistics object and method)."""
+    return {n: _cached(s, method) for n, s in stats.items()}
+
+
+def _cached(s: TensorStats, method: str) -> float:
+    memo = s.__dict__.setdefault("_memo", {})
+    if method not in memo:
+        memo[method] = threshold(s, method)
+    return float(memo[method])
 
 
 def ranges(stats: dict[str, TensorStats], method: str) -> dict[str, tuple[float, float]]:
@@ -143,7 +153,7 @@ def ranges(stats: dict[str, TensorStats], method: str) -> dict[str, tuple[float,
     negative (after ReLU), else [-t, t]."""
     out = {}
     for n, s in stats.items():
-        t = threshold(s, method)
+        t = _cached(s, method)
         out[n] = (0.0 if s.minval >= 0.0 else -t, t)
     return out
 
@@ -159,6 +169,8 @@ class Statistics:
     holdout: list[dict[str, np.ndarray]]
     holdout_outputs: list[np.ndarray]
     images: int
+    held_chunks: list[np.ndarray] = field(default_factory=list)  # the held-out inputs, call by call
+    held_kept: list[dict[str, np.ndarray]] = field(default_factory=list)  # ``keep`` tensors on them, likewise
 
     @property
     def holdout_images(self) -> int:
@@ -171,10 +183,10 @@ class Statistics:
 
 def holdout_size(images: int, pixels: int = 1) -> int:
     """Images held out from the threshold fit, of ``pixels`` (H x W) each: an eighth, at most
-    HOLDOUT_MAX and HOLDOUT_PIXELS (but at least 8); none when there are fewer than 32."""
+    HOLDOUT_MAX and HOLDOUT_PIXELS (but at least HOLDOUT_MIN); none when there are fewer than 32."""
     if images < 32:
         return 0
-    return max(8, min(HOLDOUT_MAX, images // 8, HOLDOUT_PIXELS // max(pixels, 1)))
+    return max(HOLDOUT_MIN, min(HOLDOUT_MAX, images // 8, HOLDOUT_PIXELS // max(pixels, 1)))
 
 
 def _split(batches: Sequence[dict[str, np.ndarray]], held: int) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
@@ -202,32 +214,41 @@ def collect(
     batches: Sequence[dict[str, np.ndarray]],
     *,
     holdout: int = 0,
+    keep: Sequence[str] = (),
     desc: str = "calibrate",
 ) -> Statistics:
     """Run ``model`` (FP32) once over ``batches``, streaming statistics of each of ``tensors``;
-    the last ``holdout`` images' statistics are kept apart and the model's outputs on them kept."""
+    the last ``holdout`` images' statistics are kept apart, and the model's outputs and the
+    ``keep`` tensors on them kept (the per-layer report's FP32 side, without another pass)."""
     names = list(dict.fromkeys(tensors))
     outputs = [o.name for o in model.graph.output]
-    sess = _onnx.session(_onnx.exposing(model, names))
+    kept_names = [k for k in dict.fromkeys(keep) if k not in names and k not in outputs]
+    sess = _onnx.session(_onnx.exposing(model, [*names, *kept_names]), spin=False)
     fit_feeds, held_feeds = _split(batches, holdout)
     fit = {n: TensorStats() for n in names}
     held = {n: TensorStats() for n in names}
     held_out: list[np.ndarray] = []
+    held_chunks: list[np.ndarray] = []
+    held_kept: list[dict[str, np.ndarray]] = []
     feeds = [(f, fit) for f in fit_feeds] + [(f, held) for f in held_feeds]
     run = [*outputs, *(n for n in names if n not in outputs)]
     for feed, into in _progress.track(feeds, total=len(feeds), desc=desc, unit="batch"):
         n_img = len(next(iter(feed.values())))
         for i in range(0, n_img, CHUNK):  # a few images at a time: every exposed activation is a copy
-            got = dict(zip(run, sess.run(run, {k: v[i:i + CHUNK] for k, v in feed.items()}), strict=True))
+            chunk = {k: v[i:i + CHUNK] for k, v in feed.items()}
+            extra = kept_names if into is held else []
+            got = dict(zip(run + extra, sess.run(run + extra, chunk), strict=True))
             if into is held:
                 held_out.append(got[outputs[0]])
+                held_chunks.append(next(iter(chunk.values())))
+                held_kept.append({k: got[k] for k in keep})
             other = fit if into is held else held
             for n in names:
                 into[n].add(got[n])
                 if into[n].edge:
                     other[n].grow(into[n].edge)
     images = sum(len(next(iter(b.values()))) for b in batches)
-    return Statistics(fit, held, held_feeds, held_out, images)
+    return Statistics(fit, held, held_feeds, held_out, images, held_chunks, held_kept)
 
 
 def calibrate(

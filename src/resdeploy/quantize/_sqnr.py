@@ -34,8 +34,11 @@ def layer_sqnr(
     units: Sequence[Unit],
     batches: Iterable[np.ndarray],
     fallback: Iterable[str] = (),
+    reference: Sequence[dict[str, np.ndarray]] | None = None,
 ) -> list[dict[str, Any]]:
-    """``[{"node", "module", "kind", "tensor", "sqnr_db", "fallback"}]`` in network order."""
+    """``[{"node", "module", "kind", "tensor", "sqnr_db", "fallback"}]`` in network order.
+    ``reference``: the FP32 tensors on each of ``batches`` where the caller has them already
+    (each unit's output, by name), so the FP32 model is not run again."""
     by_name = {n.name: n for n in int8.graph.node}
     fp32_tensors = {o for n in fp32.graph.node for o in n.output}
     pairs = []  # (unit, FP32 tensor, INT8 tensor compared with it)
@@ -48,16 +51,18 @@ def layer_sqnr(
     # A fallen-back layer in the FP16 remainder outputs FP16: expose each tensor with its own type.
     inferred = onnx.shape_inference.infer_shapes(int8).graph
     elem = {v.name: v.type.tensor_type.elem_type for v in [*inferred.value_info, *inferred.output]}
-    ref_sess = _onnx.session(_onnx.exposing(fp32, tensors))
+    ref_sess = _onnx.session(_onnx.exposing(fp32, tensors), spin=False) if reference is None else None
     q_sess = _onnx.session(_onnx.exposing(int8, {quantized[t]: elem.get(quantized[t]) or onnx.TensorProto.FLOAT
-                                                 for t in tensors}))
-    name = ref_sess.get_inputs()[0].name
+                                                 for t in tensors}), spin=False)
+    name = q_sess.get_inputs()[0].name
     signal = dict.fromkeys(tensors, 0.0)
     noise = dict.fromkeys(tensors, 0.0)
-    for batch in batches:
-        for i in range(0, len(batch), _CHUNK):  # a few images at a time: every exposed tensor is a copy
-            x = batch[i:i + _CHUNK]
-            ref = dict(zip(tensors, ref_sess.run(tensors, {name: x}), strict=True))
+    for b, batch in enumerate(batches):
+        step = _CHUNK if reference is None else len(batch)
+        for i in range(0, len(batch), step):  # a few images at a time: every exposed tensor is a copy
+            x = batch[i:i + step]
+            ref = (dict(zip(tensors, ref_sess.run(tensors, {name: x}), strict=True)) if ref_sess is not None
+                   else reference[b])  # type: ignore[index]
             got = dict(zip(tensors, q_sess.run([quantized[t] for t in tensors], {name: x}), strict=True))
             for t in tensors:
                 r = ref[t].reshape(-1)
@@ -94,3 +99,13 @@ def _db(signal: float, noise: float) -> float:
     if noise <= 0.0:
         return 200.0  # identical: reported as 200 dB (JSON has no infinity)
     return 10.0 * math.log10(max(signal, 1e-30) / noise)
+
+
+def unit_outputs(model: onnx.ModelProto, units: Sequence[Unit]) -> list[str]:
+    """The FP32 tensors the report may compare: each unit node's first output, and the output of a
+    ReLU reading it (ONNX Runtime's CPU quantizer gives that name to the Conv it fuses into)."""
+    by_name = {n.name: n for n in model.graph.node}
+    outs = [by_name[u.node].output[0] for u in units if u.node in by_name]
+    wanted = set(outs)
+    relus = [n.output[0] for n in model.graph.node if n.op_type == "Relu" and n.input[0] in wanted]
+    return list(dict.fromkeys([*outs, *relus]))

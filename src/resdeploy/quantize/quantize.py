@@ -286,7 +286,11 @@ def _quantize_int8(inp: _Inputs, config: QuantizeConfig, report: QuantizeReport)
     auto = config.calib_method == _calib.AUTO
     shape = batches[0][inp.name].shape
     holdout = _calib.holdout_size(images, int(np.prod(shape[2:])))
-    stats = _calib.collect(inp.fp32, tensors, batches, holdout=holdout, desc="calibrate")
+    from ._sqnr import unit_outputs
+
+    report_on_holdout = config.val is None and holdout > 0
+    stats = _calib.collect(inp.fp32, tensors, batches, holdout=holdout, desc="calibrate",
+                           keep=unit_outputs(inp.fp32, units) if report_on_holdout else ())
     builder = _Int8Builder(inp, config, units, batches[0])
     method = config.calib_method
     if auto:
@@ -317,20 +321,24 @@ def _quantize_int8(inp: _Inputs, config: QuantizeConfig, report: QuantizeReport)
         m = validator.measure(model)
         report.budget = {"data": validator.data, "n": len(validator.labels), "fp32_top1": validator.fp32_top1,
                          **m, "max_drop_pp": None}
-    sample = validator.xs if validator is not None else [f[inp.name] for f in stats.holdout] or \
-        [b[inp.name] for b in batches][::-1]
-    what = (f"the first {{n}} images of {validator.data} (--val)" if validator is not None else
-            f"{{n}} calibration images of {calib_ds.name} held out from the threshold fit" if stats.holdout else
-            f"{{n}} calibration images of {calib_ds.name}")
-    twin = builder.build(all_stats, method, set(report.fallback), folded=True) if config.target == "tensorrt" else model
-    _layer_report(inp, twin, units, report, sample, config.layer_images, what,
-                  validator.data if validator is not None else calib_ds.name)
+    if report_on_holdout:
+        _layer_report(inp, model, units, report, stats.held_chunks, config.layer_images,
+                      f"{{n}} calibration images of {calib_ds.name} held out from the threshold fit", calib_ds.name,
+                      stats.held_kept)
+    elif validator is not None:
+        _layer_report(inp, model, units, report, validator.xs, config.layer_images,
+                      f"the first {{n}} images of {validator.data} (--val)", validator.data)
+    else:
+        _layer_report(inp, model, units, report, [b[inp.name] for b in batches], config.layer_images,
+                      f"the first {{n}} calibration images of {calib_ds.name}", calib_ds.name)
     return model
 
 
 def _layer_report(inp: _Inputs, model: onnx.ModelProto, units: list[_qdq.Unit], report: QuantizeReport,
-                  source: list[np.ndarray], images: int, what: str, data: str) -> None:
-    """Per-layer SQNR against FP32 on the first ``images`` images of ``source``."""
+                  source: list[np.ndarray], images: int, what: str, data: str,
+                  reference: list[dict[str, np.ndarray]] | None = None) -> None:
+    """Per-layer SQNR against FP32 on the first ``images`` images of ``source`` (``reference``:
+    the FP32 tensors on them, where the calibration pass kept them)."""
     from ._sqnr import layer_sqnr
 
     batches, left = [], images
@@ -339,7 +347,10 @@ def _layer_report(inp: _Inputs, model: onnx.ModelProto, units: list[_qdq.Unit], 
             break
         batches.append(x[:left])
         left -= len(batches[-1])
-    report.layers = layer_sqnr(inp.fp32, model, units, batches, report.fallback)
+    if reference is not None:
+        reference = reference[:len(batches)]
+        reference = [{k: v[:len(b)] for k, v in r.items()} for r, b in zip(reference, batches, strict=True)]
+    report.layers = layer_sqnr(inp.fp32, model, units, batches, report.fallback, reference)
     report.layers_images = sum(len(b) for b in batches)
     report.layers_data = data
     report.layers_sample = what.format(n=report.layers_images)
