@@ -83,7 +83,7 @@ def hard_model() -> LoadedModel:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), path)
         info.write_text(json.dumps({"recipe": HARD_RECIPE, "seconds": round(time.perf_counter() - t0, 1),
-                                    "final_loss": float(loss)}))
+                                    "final_loss": float(loss.detach())}))
         print(f"trained the hard model in {time.perf_counter() - t0:.0f} s -> {path}", file=sys.stderr)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return LoadedModel(model.eval(), FASHION_PREPROCESS, 10, ModelSpec("resnet50", num_classes=10),
