@@ -1,9 +1,12 @@
 """INT8 fidelity side by side: resdeploy against NVIDIA ModelOpt, NNCF and ONNX Runtime.
 
 For each model (the demo zoo:fashion-resnet18 and zoo:fashion-resnet50, both trained by the
-project on Fashion-MNIST at 32 px), the same FP32 export, the same 512 class-balanced
+project on Fashion-MNIST at 32 px, and ``hard-resnet50``: a ResNet-50 trained briefly with SGD on
+Fashion-MNIST at 32 px by a seeded recipe of this script (HARD_RECIPE; cached under
+$RESDEPLOY_CACHE/zoo, a few minutes on 2 cores), undertrained on purpose: the kind of model on
+which calibration methods part ways), the same FP32 export, the same 512 class-balanced
 calibration images and all 10,000 test images: INT8 by resdeploy (tensorrt and cpu profiles,
-each calibration method), by ModelOpt's ONNX PTQ (max, entropy, and max with an FP32 remainder),
+``auto`` and each calibration method), by ModelOpt's ONNX PTQ (max, entropy, and max with an FP32 remainder),
 by NNCF (performance and mixed presets) and by ONNX Runtime's quantize_static (its defaults, and
 per-channel with percentile calibration). Every INT8 ONNX is run by ONNX Runtime on the CPU (the
 standard Q/DQ semantics, the same runtime for all); printed per model: top-1 with its 95% Wilson
@@ -14,7 +17,7 @@ ModelOpt does, to decide that placement with numbers.
 
 The peers run in their own venv (``make peers-venv``); without it only resdeploy's rows are made.
 
-    python benchmarks/fidelity.py [--models fashion-resnet18,fashion-resnet50] [--out runs/fidelity]
+    python benchmarks/fidelity.py [--models fashion-resnet18,fashion-resnet50,hard-resnet50] [--out runs/fidelity]
 """
 
 from __future__ import annotations
@@ -34,15 +37,57 @@ from resdeploy import _onnx
 from resdeploy.data import calibration_batches, load_dataset
 from resdeploy.device import environment
 from resdeploy.export import export_onnx
-from resdeploy.models import load_model
+from resdeploy.models import LoadedModel, load_model
 from resdeploy.quantize import QuantizeConfig, _calib, _qdq, quantize
 from resdeploy.stats import paired_drop, wilson_interval
 from resdeploy.zoo import FASHION_PREPROCESS
 
 ROOT = Path(__file__).resolve().parents[1]
+# The hard model: torchvision resnet50(num_classes=10), plain SGD (momentum 0.9, no weight decay,
+# constant LR) for one pass over the first `images` Fashion-MNIST train images, FP32, seed 0.
+HARD_RECIPE = {"arch": "resnet50", "seed": 0, "images": 6144, "batch": 64, "lr": 0.02, "momentum": 0.9,
+               "version": 1}
 PEERS = [("modelopt", "max"), ("modelopt", "entropy"), ("modelopt", "max-fp32"), ("nncf", "performance"),
          ("nncf", "mixed"), ("ort", "defaults"), ("ort", "best")]
 CALIB_SIZE = 512
+
+
+def hard_model() -> LoadedModel:
+    """The undertrained ResNet-50 (HARD_RECIPE), trained on first use and cached with its recipe."""
+    import torch
+    import torchvision
+
+    from resdeploy import _io
+    from resdeploy.models import ModelSpec
+
+    path = _io.cache_dir() / "zoo" / "fidelity-hard-resnet50.pth"
+    info = path.with_suffix(".json")
+    model = torchvision.models.resnet50(num_classes=10)
+    if not (path.is_file() and info.is_file() and json.loads(info.read_text()).get("recipe") == HARD_RECIPE):
+        torch.manual_seed(HARD_RECIPE["seed"])
+        model = torchvision.models.resnet50(num_classes=10)
+        train = load_dataset("fashion-mnist:train")
+        x = torch.from_numpy(train.take(np.arange(HARD_RECIPE["images"]), FASHION_PREPROCESS))
+        y = torch.from_numpy(train.labels[: HARD_RECIPE["images"]].astype(np.int64))
+        opt = torch.optim.SGD(model.parameters(), lr=HARD_RECIPE["lr"], momentum=HARD_RECIPE["momentum"])
+        gen = torch.Generator().manual_seed(HARD_RECIPE["seed"])
+        perm = torch.randperm(len(y), generator=gen)
+        model.train()
+        t0 = time.perf_counter()
+        for i in range(0, len(y) - HARD_RECIPE["batch"] + 1, HARD_RECIPE["batch"]):
+            idx = perm[i:i + HARD_RECIPE["batch"]]
+            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path)
+        info.write_text(json.dumps({"recipe": HARD_RECIPE, "seconds": round(time.perf_counter() - t0, 1),
+                                    "final_loss": float(loss.detach())}))
+        print(f"trained the hard model in {time.perf_counter() - t0:.0f} s -> {path}", file=sys.stderr)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return LoadedModel(model.eval(), FASHION_PREPROCESS, 10, ModelSpec("resnet50", num_classes=10),
+                       "resnet50 trained briefly with SGD on Fashion-MNIST (benchmarks/fidelity.py HARD_RECIPE)")
 
 
 def _logits(path: Path, x: np.ndarray) -> np.ndarray:
@@ -91,12 +136,13 @@ def _variants(key: str, fp32: Path, out: Path, calib: list[dict[str, np.ndarray]
               peers_python: Path | None) -> list[dict]:
     rows = []
     for target in ("tensorrt", "cpu"):
-        for method in _calib.METHODS:
+        for method in ("auto", *_calib.METHODS):
             path = out / f"{key}-resdeploy-{target}-{method}.onnx"
             t0 = time.perf_counter()
-            quantize(fp32, path, QuantizeConfig(precision="int8", target=target, calib="fashion-mnist:train",
-                                                calib_size=CALIB_SIZE, calib_method=method))
-            rows.append({"tool": "resdeploy", "setting": f"{target} {method}", "path": path,
+            rep = quantize(fp32, path, QuantizeConfig(precision="int8", target=target, calib="fashion-mnist:train",
+                                                      calib_size=CALIB_SIZE, calib_method=method))
+            chose = f" (chose {rep.calib['chosen']})" if method == "auto" else ""
+            rows.append({"tool": "resdeploy", "setting": f"{target} {method}{chose}", "path": path,
                          "seconds": time.perf_counter() - t0})
     path = out / f"{key}-resdeploy-tensorrt-pool-qdq.onnx"
     t0 = time.perf_counter()
@@ -113,7 +159,7 @@ def _variants(key: str, fp32: Path, out: Path, calib: list[dict[str, np.ndarray]
 
 def run_model(key: str, out: Path, peers_python: Path | None) -> list[dict]:
     fp32 = out / f"{key}-fp32.onnx"
-    export_onnx(load_model(f"zoo:{key}"), fp32)
+    export_onnx(hard_model() if key == "hard-resnet50" else load_model(f"zoo:{key}"), fp32)
     calib = calibration_batches(load_dataset("fashion-mnist:train"), FASHION_PREPROCESS, input_name="input",
                                 size=CALIB_SIZE, batch_size=32)
     calib_npz = out / f"{key}-calib.npz"
@@ -152,6 +198,15 @@ def _print(rows: list[dict]) -> None:
               f"{r['qdq_inputs_of']}")
     for model in dict.fromkeys(r["model"] for r in rows):
         ok = [r for r in rows if r["model"] == model and r.get("top1") is not None]
+        for target in ("tensorrt", "cpu"):
+            mine = [r for r in ok if r["tool"] == "resdeploy" and r["setting"].startswith(f"{target} ")
+                    and "Q/DQ" not in r["setting"]]
+            auto = next((r for r in mine if " auto" in r["setting"]), None)
+            single = [r for r in mine if " auto" not in r["setting"]]
+            if auto and single:
+                best1 = max(single, key=lambda r: r["agreement"])
+                print(f"{model}: {target} auto agreement {100 * auto['agreement']:.2f} % vs best single method "
+                      f"({best1['setting']}) {100 * best1['agreement']:.2f} %: {100 * (auto['agreement'] - best1['agreement']):+.2f} points")
         ours = max((r for r in ok if r["tool"] == "resdeploy" and r["setting"].startswith("tensorrt")),
                    key=lambda r: r["agreement"])
         peers = [r for r in ok if r["tool"] != "resdeploy"]
@@ -164,7 +219,7 @@ def _print(rows: list[dict]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="fashion-resnet18,fashion-resnet50")
+    ap.add_argument("--models", default="fashion-resnet18,fashion-resnet50,hard-resnet50")
     ap.add_argument("--out", default="runs/fidelity")
     ap.add_argument("--peers-python", default=str(ROOT / ".venv-peers" / "bin" / "python"))
     args = ap.parse_args()

@@ -11,13 +11,24 @@ top-1 on Fashion-MNIST test for the demo model (all 10,000 images); for ResNet-5
 seed 0, no ImageNet weights offline) only agreement with FP32 on 500 images, which says nothing
 about real accuracy.
 
+Quantize speed (``--quantize-speed``, or ``--only-quantize-speed`` for this part alone): `resdeploy
+quantize` of ResNet-50 at 224 px (seeded random weights) with its defaults (``auto`` calibration and
+the per-layer report included) on 128 preprocessed Fashion-MNIST train images in an .npz, for each
+target, against ``nncf.quantize`` on the same ONNX and the same images (peers' venv), each in a
+process of its own, alternated over ``--quantize-rounds`` rounds; printed: each tool's median wall
+time (the whole resdeploy CLI process, imports and data loading included, against NNCF's
+``nncf.quantize`` call alone, and against NNCF's whole process), their ratio, and each process's
+peak resident memory. The machine may be shared: compare the ratios of one run.
+
     python benchmarks/peers.py [--out runs/bench-peers] [--models fashion,resnet50] [--iters 50] [--rounds 3]
+    python benchmarks/peers.py --only-quantize-speed [--quantize-rounds 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -209,6 +220,68 @@ def _print(rows: list[dict], env: dict) -> None:
                   f"batch 8 {ratio[8]:.3f} (target <= 1.0)")
 
 
+def _run_measured(cmd: list[str]) -> tuple[float, float, float, str]:
+    """(wall seconds, CPU seconds, peak resident MiB, stdout) of ``cmd``, its own process, by wait4."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])} failed: {(err.strip().splitlines() or ['?'])[-1]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, out
+
+
+def quantize_speed(out: Path, peers_python: Path | None, rounds: int) -> list[dict]:
+    """resdeploy quantize (each target, defaults) against nncf.quantize on the same ONNX and images."""
+    fp32 = out / "resnet50-fp32.onnx"
+    if not fp32.is_file():
+        export_onnx(load_model("resnet50"), fp32)
+    pre = Preprocess.from_metadata(_onnx.metadata(_onnx.load(fp32)))
+    assert pre is not None
+    calib = out / "resnet50-calib128.npz"
+    batches = calibration_batches(load_dataset("fashion-mnist:train"), pre, input_name="input", size=128, batch_size=32)
+    np.savez(calib, x=np.concatenate([b["input"] for b in batches]), y=np.arange(128, dtype=np.int64) % 10)
+    runners: dict[str, list[str]] = {
+        f"resdeploy {t}": [sys.executable, "-m", "resdeploy", "quantize", str(fp32), "-o", str(out / f"r50-{t}.onnx"),
+                           "--precision", "int8", "--target", t, "--calib", str(calib), "--calib-size", "128"]
+        for t in ("tensorrt", "cpu")}
+    if peers_python is not None:
+        runners["nncf"] = [str(peers_python), str(ROOT / "benchmarks" / "_peer_quantize.py"), "nncf", "performance",
+                           str(fp32), str(calib), str(out / "r50-nncf.onnx")]
+    seen: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in runners}
+    for r in range(rounds):
+        for name in (list(runners) if r % 2 == 0 else list(runners)[::-1]):
+            wall, cpu, rss, stdout = _run_measured(runners[name])
+            inner = float(json.loads(stdout.strip().splitlines()[-1])["seconds"]) if name == "nncf" else wall
+            seen[name].append((wall, inner, cpu, rss))
+            print(f"  round {r + 1}: {name}: {wall:.1f} s wall, {cpu:.1f} s CPU, peak {rss:.0f} MiB", file=sys.stderr)
+    med = {k: (*tuple(float(np.median([v[i] for v in vs])) for i in range(3)), max(v[3] for v in vs))
+           for k, vs in seen.items()}
+    rows = []
+    for name, (wall, inner, cpu, rss) in med.items():
+        row = {"tool": name, "wall_s": round(wall, 2), "call_s": round(inner, 2), "cpu_s": round(cpu, 2),
+               "peak_rss_mib": round(rss), "rounds": rounds}
+        if "nncf" in med and name != "nncf":
+            row["ratio_to_nncf_call"] = round(wall / med["nncf"][1], 3)
+            row["ratio_to_nncf_process"] = round(wall / med["nncf"][0], 3)
+            row["cpu_ratio_to_nncf_process"] = round(cpu / med["nncf"][2], 3)
+        rows.append(row)
+    return rows
+
+
+def _print_speed(rows: list[dict]) -> None:
+    print("\nquantize ResNet-50 at 224 px, 128 images (median of alternated rounds, each in its own process):")
+    for r in rows:
+        ratio = (f"; wall / nncf.quantize call {r['ratio_to_nncf_call']:.2f}x, wall / NNCF process "
+                 f"{r['ratio_to_nncf_process']:.2f}x, CPU / NNCF process CPU {r['cpu_ratio_to_nncf_process']:.2f}x"
+                 if "ratio_to_nncf_call" in r else (f" (nncf.quantize call {r['call_s']:.1f} s)" if r["tool"] == "nncf" else ""))
+        print(f"  {r['tool']:20} {r['wall_s']:7.1f} s wall, {r['cpu_s']:6.1f} s CPU, peak {r['peak_rss_mib']:6.0f} MiB{ratio}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/bench-peers")
@@ -216,12 +289,22 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--peers-python", default=str(ROOT / ".venv-peers" / "bin" / "python"))
+    ap.add_argument("--quantize-speed", action="store_true", help="also time quantize against nncf.quantize")
+    ap.add_argument("--only-quantize-speed", action="store_true", help="only time quantize against nncf.quantize")
+    ap.add_argument("--quantize-rounds", type=int, default=2)
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     peers_python = Path(args.peers_python) if Path(args.peers_python).is_file() else None
     if peers_python is None:
         print(f"no peers venv at {args.peers_python} (make peers-venv): no NNCF rows", file=sys.stderr)
+    if args.only_quantize_speed or args.quantize_speed:
+        speed = quantize_speed(out, peers_python, args.quantize_rounds)
+        _print_speed(speed)
+        (out / "quantize_speed.json").write_text(json.dumps({"rows": speed, "env": environment(None, "one process per tool")},
+                                                            indent=2))
+        if args.only_quantize_speed:
+            return 0
     cfg = BenchConfig(batches=(1, 8), iters=args.iters, warmup=10, max_seconds=30.0)
     start = time.perf_counter()
     rows = [r for key in args.models.split(",") for r in run_model(key, out, cfg, args.rounds, peers_python)]

@@ -182,6 +182,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     print(f"quantized {args.input} -> {r.path}: {what}")
     if r.calib:
         print(f"  calibration: {r.calib['images']} images of {r.calib['data']}, {r.calib['method']}, seed {r.calib['seed']}")
+        if "auto" in r.calib and r.calib["auto"].get("scores"):
+            a = r.calib["auto"]
+            print(f"  auto chose {a['chosen']} (logit SQNR against FP32 on {a['holdout_images']} held-out calibration "
+                  "images: " + ", ".join(f"{m} {v['logit_sqnr_db']:.1f} dB" for m, v in a["scores"].items()) + ")")
         qdq = ", ".join(f"{k} {v}" for k, v in r.ops.items() if k in ("QuantizeLinear", "DequantizeLinear", "Cast"))
         print(f"  quantizable layers: {r.units}; ops: {qdq}")
     if r.verify:
@@ -190,14 +194,18 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if r.budget:
         b = r.budget
         budget = f"budget {b['max_drop_pp']} pp" if b.get("max_drop_pp") is not None else "no --max-drop budget"
+        ci = (f", 95% interval {b['drop_ci95_pp'][0]:.2f} to {b['drop_ci95_pp'][1]:.2f} pp"
+              if b.get("drop_ci95_pp") else "")
+        agree = f"; agreement with FP32 {100 * b['agreement']:.2f}%" if b.get("agreement") is not None else ""
         print(f"  top-1 on {b.get('data', args.val)}: {100 * b['top1']:.2f}% vs FP32 {100 * b['fp32_top1']:.2f}% "
-              f"(drop {b['drop_pp']:.3f} pp, {budget})")
+              f"(drop {b['drop_pp']:.3f} pp{ci}, {budget}){agree}")
     if r.fallback:
         print(f"  fell back to higher precision ({len(r.fallback)}): {', '.join(r.fallback)}")
     if r.layers:
         worst3 = sorted(r.layers, key=lambda x: x["sqnr_db"])[:3]
         print("  lowest SQNR against FP32: " + ", ".join(
-            f"{x['module']} ({x['kind']}) {x['sqnr_db']:.1f} dB" for x in worst3))
+            f"{x['module']} ({x['kind']}) {x['sqnr_db']:.1f} dB" for x in worst3)
+            + (f" (on {r.layers_sample})" if r.layers_sample else ""))
     print(f"  report: {report_path(r.path)}; {r.seconds:.1f} s")
     return 0
 
@@ -402,7 +410,8 @@ def _add_quantize(sub: Sub) -> None:
     p.add_argument("--calib", metavar="DATA", help="calibration data (required for int8), e.g. fashion-mnist:train")
     p.add_argument("--calib-size", type=_positive_int, default=_default(QuantizeConfig, "calib_size"), help="images, spread over classes")
     p.add_argument("--calib-method", default=_default(QuantizeConfig, "calib_method"), choices=CALIB_METHODS,
-                   help="activation threshold: mse (the clip minimising the quantization error), percentile 99.99%%, "
+                   help="activation threshold: auto (each method tried on held-out calibration images, the closest "
+                        "to FP32 kept), mse (the clip minimising the quantization error), percentile 99.99%%, "
                         "TensorRT's entropy (KL) or minmax")
     p.add_argument("--seed", type=int, default=_default(QuantizeConfig, "seed"), help="calibration image selection")
     p.add_argument("--val", metavar="DATA", help="validation data for --max-drop and the per-layer report")

@@ -63,7 +63,8 @@ def _independent_sqnr(fp32: Path, int8: Path, tensor: str, images: int) -> float
 def test_every_quantized_layer_is_reported_with_a_real_module(int8_report, zoo_onnx: Path) -> None:
     _, report = int8_report
     layers = report["layers"]
-    assert len(layers) == report["units"] == 28 and report["layers_images"] == 256
+    assert len(layers) == report["units"] == 28 and report["layers_images"] == 64
+    assert report["layers_sample"] == "the first 64 images of fashion-mnist:test (--val)"
     modules = {name for name, _ in load_model("zoo:fashion-resnet18").module.named_modules()}
     for layer in layers:
         assert set(layer) >= {"node", "module", "kind", "sqnr_db", "fallback"}
@@ -84,6 +85,35 @@ def test_worst_and_best_sqnr_agree_with_an_independent_computation(fixture: str,
         independent = _independent_sqnr(zoo_onnx, int8, layer["tensor"], report["layers_images"])
         assert abs(independent - layer["sqnr_db"]) < 1.0, (layer, independent)
     assert 10 < layers[0]["sqnr_db"] < layers[-1]["sqnr_db"] < 80, (layers[0], layers[-1])
+
+
+@pytest.mark.parametrize("target", ["tensorrt", "cpu"])
+def test_report_on_held_out_calibration_images_agrees_with_an_independent_computation(
+        target: str, zoo_onnx: Path, tmp_path: Path) -> None:
+    """Without --val the report is computed on the held-out calibration images, with the FP32 side
+    kept from the calibration pass: it must equal a from-scratch computation on those images."""
+    from resdeploy.data import calibration_batches
+    from resdeploy.quantize import QuantizeConfig, quantize
+
+    out = tmp_path / "q.onnx"
+    quantize(zoo_onnx, out, QuantizeConfig(precision="int8", target=target, calib="fashion-mnist:train", calib_size=128))
+    report = json.loads(out.with_name("q.quant.json").read_text())
+    n = report["layers_images"]
+    assert n == report["calib"]["auto"]["holdout_images"] == 16
+    assert report["layers_sample"] == "16 calibration images of fashion-mnist:train held out from the threshold fit"
+    x = np.concatenate([b["input"] for b in calibration_batches(load_dataset("fashion-mnist:train"), FASHION_PREPROCESS,
+                                                                 input_name="input", size=128)])[-n:]
+    layers = sorted(report["layers"], key=lambda x: x["sqnr_db"])
+    for layer in (layers[0], layers[len(layers) // 2], layers[-1]):
+        outs = []
+        for path in (zoo_onnx, out):
+            model = onnx.load(str(path))
+            name = _consumed(model, layer["tensor"])
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            outs.append(_onnx.session(model).run([name], {"input": x})[0].astype(np.float64))
+        ref, got = outs
+        independent = 10 * math.log10(float(np.sum(ref ** 2)) / float(np.sum((ref - got) ** 2)))
+        assert abs(independent - layer["sqnr_db"]) < 0.5, (layer, independent)
 
 
 def test_quantize_prints_the_three_worst_layers(zoo_onnx: Path, tmp_path: Path, run_cli) -> None:

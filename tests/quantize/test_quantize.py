@@ -103,7 +103,7 @@ def test_int8_tensorrt_accuracy(int8_trt: Path, fp32_eval) -> None:
 
 def test_int8_budget_with_fallback(zoo_onnx: Path, tmp_path: Path, run_cli) -> None:
     # Deliberately wrong calibration (real images at half contrast: every range too small, about
-    # 2 pp lost on any stack) and a zero budget, so layers must fall back.
+    # 2 pp lost on any stack) and a budget the first round cannot show, so layers must fall back.
     from resdeploy.data import load_dataset
     from resdeploy.runtime import Artifact
 
@@ -112,14 +112,19 @@ def test_int8_budget_with_fallback(zoo_onnx: Path, tmp_path: Path, run_cli) -> N
     np.savez(tmp_path / "dim.npz", x=(0.5 * x).astype(np.float32), y=train.labels[:64])
     out = tmp_path / "b.onnx"
     r = run_cli("quantize", zoo_onnx, "-o", out, "--precision", "int8", "--calib", tmp_path / "dim.npz",
-                "--calib-size", "64", "--calib-method", "minmax", "--val", "fashion-mnist:test", "--max-drop", "0",
+                "--calib-size", "64", "--calib-method", "minmax", "--val", "fashion-mnist:test", "--max-drop", "0.5",
                 "--val-limit", "2000", "--fp32-remainder")
     assert r.code == 0, r.err
     report = json.loads((tmp_path / "b.quant.json").read_text())
     budget = report["budget"]
-    assert budget["drop_pp"] <= 0.0
-    assert budget["history"][0]["drop_pp"] > 0.0, "the test needs a first attempt over budget"
+    history = budget["history"]
+    assert budget["drop_ci95_pp"][1] <= 0.5 and budget["shown_within_budget"]
+    assert history[0]["drop_ci95_pp"][1] > 0.5, "the test needs a first attempt over budget"
     assert report["fallback"], "layers must have fallen back"
+    assert len(report["fallback"]) == history[-1]["fallback"]
+    last = history[-1]
+    assert all(budget[k] == last[k] for k in ("top1", "drop_pp", "agreement", "drop_ci95_pp"))
+    assert "95% interval" in r.out
     model = onnx.load(str(out))
     fallen = set(report["fallback"])
     prod = _producers(model)
@@ -133,7 +138,7 @@ def test_int8_budget_met_on_all_test_images(zoo_onnx: Path, tmp_path: Path, run_
                 "--val", "fashion-mnist:test", "--max-drop", "0.1")
     assert r.code == 0, r.err
     budget = json.loads((tmp_path / "b.quant.json").read_text())["budget"]
-    assert budget["n"] == 10_000 and budget["drop_pp"] <= 0.1
+    assert budget["n"] == 10_000 and budget["drop_pp"] <= 0.1 and budget["drop_ci95_pp"][1] <= 0.1
     res = _eval(out)
     assert abs(res.top1 - budget["top1"]) < 1e-9
 

@@ -25,6 +25,8 @@ from ._qdq import Unit
 
 __all__ = ["layer_sqnr"]
 
+_CHUNK = 8
+
 
 def layer_sqnr(
     fp32: onnx.ModelProto,
@@ -32,8 +34,11 @@ def layer_sqnr(
     units: Sequence[Unit],
     batches: Iterable[np.ndarray],
     fallback: Iterable[str] = (),
+    reference: Sequence[dict[str, np.ndarray]] | None = None,
 ) -> list[dict[str, Any]]:
-    """``[{"node", "module", "kind", "tensor", "sqnr_db", "fallback"}]`` in network order."""
+    """``[{"node", "module", "kind", "tensor", "sqnr_db", "fallback"}]`` in network order.
+    ``reference``: the FP32 tensors on each of ``batches`` where the caller has them already
+    (each unit's output, by name), so the FP32 model is not run again."""
     by_name = {n.name: n for n in int8.graph.node}
     fp32_tensors = {o for n in fp32.graph.node for o in n.output}
     pairs = []  # (unit, FP32 tensor, INT8 tensor compared with it)
@@ -43,18 +48,27 @@ def layer_sqnr(
             pairs.append((u, node.output[0], _as_consumed(int8, node.output[0])))
     tensors = list(dict.fromkeys(t for _, t, _ in pairs))
     quantized = {t: q for _, t, q in pairs}
-    ref_sess = _onnx.session(_onnx.exposing(fp32, tensors))
-    q_sess = _onnx.session(_onnx.exposing(int8, [quantized[t] for t in tensors]))
-    name = ref_sess.get_inputs()[0].name
+    # A fallen-back layer in the FP16 remainder outputs FP16: expose each tensor with its own type.
+    inferred = onnx.shape_inference.infer_shapes(int8).graph
+    elem = {v.name: v.type.tensor_type.elem_type for v in [*inferred.value_info, *inferred.output]}
+    ref_sess = _onnx.session(_onnx.exposing(fp32, tensors), spin=False) if reference is None else None
+    q_sess = _onnx.session(_onnx.exposing(int8, {quantized[t]: elem.get(quantized[t]) or onnx.TensorProto.FLOAT
+                                                 for t in tensors}), spin=False)
+    name = q_sess.get_inputs()[0].name
     signal = dict.fromkeys(tensors, 0.0)
     noise = dict.fromkeys(tensors, 0.0)
-    for x in batches:
-        ref = dict(zip(tensors, ref_sess.run(tensors, {name: x}), strict=True))
-        got = dict(zip(tensors, q_sess.run([quantized[t] for t in tensors], {name: x}), strict=True))
-        for t in tensors:
-            r = ref[t].astype(np.float64)
-            signal[t] += float(np.sum(r * r))
-            noise[t] += float(np.sum((r - got[t].astype(np.float64)) ** 2))
+    for b, batch in enumerate(batches):
+        step = _CHUNK if reference is None else len(batch)
+        for i in range(0, len(batch), step):  # a few images at a time: every exposed tensor is a copy
+            x = batch[i:i + step]
+            ref = (dict(zip(tensors, ref_sess.run(tensors, {name: x}), strict=True)) if ref_sess is not None
+                   else reference[b])  # type: ignore[index]
+            got = dict(zip(tensors, q_sess.run([quantized[t] for t in tensors], {name: x}), strict=True))
+            for t in tensors:
+                r = ref[t].reshape(-1)
+                d = r - got[t].reshape(-1).astype(np.float32)
+                signal[t] += float(np.dot(r, r))
+                noise[t] += float(np.dot(d, d))
     table = read_node_modules(_onnx.metadata(fp32))
     inits = {t.name for t in fp32.graph.initializer}
     fp32_nodes = {n.name: n for n in fp32.graph.node}
@@ -85,3 +99,13 @@ def _db(signal: float, noise: float) -> float:
     if noise <= 0.0:
         return 200.0  # identical: reported as 200 dB (JSON has no infinity)
     return 10.0 * math.log10(max(signal, 1e-30) / noise)
+
+
+def unit_outputs(model: onnx.ModelProto, units: Sequence[Unit]) -> list[str]:
+    """The FP32 tensors the report may compare: each unit node's first output, and the output of a
+    ReLU reading it (ONNX Runtime's CPU quantizer gives that name to the Conv it fuses into)."""
+    by_name = {n.name: n for n in model.graph.node}
+    outs = [by_name[u.node].output[0] for u in units if u.node in by_name]
+    wanted = set(outs)
+    relus = [n.output[0] for n in model.graph.node if n.op_type == "Relu" and n.input[0] in wanted]
+    return list(dict.fromkeys([*outs, *relus]))
