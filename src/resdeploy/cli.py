@@ -75,27 +75,50 @@ def _batches(text: str) -> tuple[int, ...]:
     return values
 
 
+def _input_size(text: str) -> int | tuple[int, int]:
+    from .preprocess import parse_size
+
+    try:
+        return parse_size(text)
+    except UsageError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give S or H,W in pixels, e.g. 224 or 224,160") from None
+
+
+def _add_preprocess_options(p: argparse.ArgumentParser, default: str = "from the model") -> None:
+    p.add_argument("--input-size", type=_input_size, metavar="S|H,W",
+                   help=f"input side S (square) or height,width in pixels (default: {default})")
+    p.add_argument("--mean", help="normalisation mean, one value per channel: R,G,B, or V for grey "
+                                  f"(default: {default}{', ImageNet for builders' if default == 'from the model' else ''})")
+    p.add_argument("--std", help=f"normalisation std, one value per channel (default: {default})")
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="torchvision weights enum name (e.g. IMAGENET1K_V2) or a state_dict .pth path")
     p.add_argument("--num-classes", type=_positive_int, help="classifier width (default: from the weights, else 1000)")
-    p.add_argument("--input-size", type=_positive_int, help="square input side in pixels (default: from the model)")
-    p.add_argument("--mean", help="normalisation mean R,G,B (default: from the model, ImageNet for builders)")
-    p.add_argument("--std", help="normalisation std R,G,B (default: from the model)")
+    _add_preprocess_options(p)
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a MODEL file that is a pickled module (unpickling can run any code in it)")
 
 
+def _given_preprocess(args: argparse.Namespace) -> Any:
+    """--input-size/--mean/--std, for an ONNX from another tool (no resdeploy metadata)."""
+    from .preprocess import GivenPreprocess, parse_channel_values
+
+    return GivenPreprocess(args.input_size, parse_channel_values(args.mean, "mean") if args.mean else None,
+                           parse_channel_values(args.std, "std") if args.std else None)
+
+
 def _model_spec(args: argparse.Namespace, spec: str | None = None) -> Any:
     from .models import ModelSpec
-    from .preprocess import parse_triplet
 
+    given = _given_preprocess(args)
     return ModelSpec(
         spec=spec or args.model,
         weights=args.weights,
         num_classes=args.num_classes,
-        input_size=args.input_size,
-        mean=parse_triplet(args.mean, "mean") if args.mean else None,
-        std=parse_triplet(args.std, "std") if args.std else None,
+        input_size=given.input_size,
+        mean=given.mean,
+        std=given.std,
         trust_pickle=args.trust_pickle,
     )
 
@@ -164,7 +187,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         calib_method=args.calib_method, seed=args.seed, val=args.val, max_drop=args.max_drop,
         val_limit=args.val_limit, fp32_remainder=args.fp32_remainder,
     )
-    r = quantize(args.input, args.output, config)
+    given = _given_preprocess(args)
+    r = quantize(args.input, args.output, config, input_size=given.input_size, mean=given.mean, std=given.std)
     what = "FP16 (inputs and outputs FP32)" if r.precision == "fp16" else f"INT8 Q/DQ for {r.target}"
     print(f"quantized {args.input} -> {r.path}: {what}")
     if r.calib:
@@ -298,8 +322,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     config = EvalConfig(limit=args.limit, batch_size=args.eval_batch, threads=args.threads, workers=args.workers)
     if args.json:
         check_writable(args.json)
-    artifacts = [Artifact.resolve(a, trust_pickle=args.trust_pickle) for a in args.artifacts]
-    reference = Artifact.resolve(args.reference, trust_pickle=args.trust_pickle) if args.reference else None
+    given = _given_preprocess(args)
+    artifacts = [Artifact.resolve(a, given, trust_pickle=args.trust_pickle) for a in args.artifacts]
+    reference = Artifact.resolve(args.reference, given, trust_pickle=args.trust_pickle) if args.reference else None
     report = evaluate(artifacts, args.data, reference=reference, backend=args.backend, config=config,
                       trust_pickle=args.trust_pickle)
     ref = report.reference
@@ -433,6 +458,7 @@ def _add_quantize(sub: Sub) -> None:
     p.add_argument("--max-drop", type=float, metavar="PP", help="largest top-1 drop allowed, in percentage points")
     p.add_argument("--val-limit", type=_positive_int, help="first N validation images only")
     p.add_argument("--fp32-remainder", action="store_true", help="tensorrt target: keep unquantized layers FP32, not FP16")
+    _add_preprocess_options(p, "from the ONNX metadata; required for an ONNX from another tool")
     p.set_defaults(func=cmd_quantize)
 
 
@@ -528,6 +554,7 @@ def _add_eval(sub: Sub) -> None:
     p.add_argument("--workers", type=_positive_int, default=_default(EvalConfig, "workers"),
                    help="image decoding threads (default: one per core)")
     p.add_argument("--trust-pickle", action="store_true", help="allow a reference MODEL file that is a pickled module")
+    _add_preprocess_options(p, "from the ONNX metadata; required for an ONNX from another tool")
     p.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
     p.set_defaults(func=cmd_eval)
 

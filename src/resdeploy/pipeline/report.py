@@ -281,12 +281,22 @@ def _triton_models(state: RunState) -> list[Any]:
             rec = load_record(v.path) or {}
             input_name, profile = next(iter(rec["profile"].items()))
             max_batch = profile["max"][0]
+            source = Path(rec.get("source_onnx", {}).get("path", ""))
+            output_name = _output_name(source) if source.suffix == ".onnx" and source.is_file() else "logits"
         else:
             input_name = inspect_onnx(v.path).input_name
+            output_name = _output_name(v.path)
         suffix = "-plan" if art.kind == "plan" else ""
         models.append(TritonModel(
             name=f"{state.slug}-{v.name}{suffix}", artifact=v.path, input_name=input_name,
-            input_dims=pre.input_shape, output_name="logits", num_classes=num_classes, max_batch_size=max_batch,
+            input_dims=pre.input_shape, output_name=output_name, num_classes=num_classes, max_batch_size=max_batch,
             preferred_batches=tuple(b for b in state.config.bench.batches if b <= max_batch),
         ))
     return models
+
+
+def _output_name(onnx_path: Path) -> str:
+    """The logits output's name (``logits`` in resdeploy's exports; whatever another tool called it)."""
+    from .. import _onnx
+
+    return str(_onnx.load(onnx_path).graph.output[0].name)
