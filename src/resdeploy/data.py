@@ -154,7 +154,7 @@ def read_image(path: Path, channels: int = 3) -> np.ndarray:
         raise DataSpecError(f"image {path} is too large to decode safely ({exc}); remove or shrink it") from exc
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise DataSpecError(f"cannot read image {path}: {exc}; remove or replace the file") from exc
-    return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+    return arr[None].copy() if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
 def check_finite(x: np.ndarray, what: str) -> None:

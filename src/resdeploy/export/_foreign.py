@@ -71,6 +71,7 @@ def adopt_fp32(model: onnx.ModelProto, path: str | Path, *, seed: int = 0) -> Ad
         log.info("%s: %d training-mode BatchNormalization node(s) set to running statistics", path, reset)
     adopted = onnx.ModelProto()
     adopted.CopyFrom(original)
+    _constants_as_initializers(adopted)
     folded = _fold.fold_bn_onnx(adopted) if any(n.op_type == "BatchNormalization" for n in adopted.graph.node) else None
     static = _onnx.image_input(adopted)[1][0]
     if static is not None:
@@ -92,6 +93,39 @@ def adopt_fp32(model: onnx.ModelProto, path: str | Path, *, seed: int = 0) -> Ad
         log.info("%s: fixed batch %d made symbolic (verified at batch %d)", path, static, static + 1)
     return AdoptResult(adopted, folded.folded if folded else 0, folded.remaining if folded else 0,
                        static is not None, checks)
+
+
+def _constants_as_initializers(model: onnx.ModelProto) -> None:
+    """Weights the way folding reads them: ``Constant`` nodes become initializers, and an
+    ``Identity`` of an initializer (torch's exporter shares equal weights that way, e.g. every
+    fresh BatchNorm's ones and zeros) is replaced by the initializer itself."""
+    from onnx import numpy_helper
+
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    outputs = {o.name for o in g.output}
+    alias: dict[str, str] = {}
+    keep = []
+    for node in g.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value" \
+                and node.output[0] not in outputs:
+            t = numpy_helper.from_array(numpy_helper.to_array(node.attribute[0].t), node.output[0])
+            g.initializer.append(t)
+            inits.add(t.name)
+            continue
+        source = alias.get(node.input[0], node.input[0]) if node.input else ""
+        if node.op_type == "Identity" and source in inits and node.output[0] not in outputs:
+            alias[node.output[0]] = source
+            continue
+        keep.append(node)
+    if len(keep) == len(g.node):
+        return
+    for node in keep:
+        for i, name in enumerate(node.input):
+            if name in alias:
+                node.input[i] = alias[name]
+    del g.node[:]
+    g.node.extend(keep)
 
 
 def _in_steps(run: Callable[[np.ndarray], np.ndarray], static: int) -> Callable[[np.ndarray], np.ndarray]:
