@@ -1,7 +1,8 @@
 """INT8 fidelity side by side: resdeploy against NVIDIA ModelOpt, NNCF and ONNX Runtime.
 
 For each model (the demo zoo:fashion-resnet18 and zoo:fashion-resnet50, both trained by the
-project on Fashion-MNIST at 32 px), the same FP32 export, the same 512 class-balanced
+project on Fashion-MNIST at 32 px; and zoo:fashion-resnet18-gray, a 1-channel
+ResNet-18 on native 1 x 28 x 28 Fashion-MNIST), the same FP32 export, the same 512 class-balanced
 calibration images and all 10,000 test images: INT8 by resdeploy (tensorrt and cpu profiles,
 each calibration method), by ModelOpt's ONNX PTQ (max, entropy, and max with an FP32 remainder),
 by NNCF (performance and mixed presets) and by ONNX Runtime's quantize_static (its defaults, and
@@ -14,7 +15,7 @@ ModelOpt does, to decide that placement with numbers.
 
 The peers run in their own venv (``make peers-venv``); without it only resdeploy's rows are made.
 
-    python benchmarks/fidelity.py [--models fashion-resnet18,fashion-resnet50] [--out runs/fidelity]
+    python benchmarks/fidelity.py [--models fashion-resnet18,fashion-resnet50,fashion-resnet18-gray] [--out runs/fidelity]
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from resdeploy.export import export_onnx
 from resdeploy.models import load_model
 from resdeploy.quantize import QuantizeConfig, _calib, _qdq, quantize
 from resdeploy.stats import paired_drop, wilson_interval
-from resdeploy.zoo import FASHION_PREPROCESS
+from resdeploy.zoo import ZOO
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = [("modelopt", "max"), ("modelopt", "entropy"), ("modelopt", "max-fp32"), ("nncf", "performance"),
@@ -114,12 +115,13 @@ def _variants(key: str, fp32: Path, out: Path, calib: list[dict[str, np.ndarray]
 def run_model(key: str, out: Path, peers_python: Path | None) -> list[dict]:
     fp32 = out / f"{key}-fp32.onnx"
     export_onnx(load_model(f"zoo:{key}"), fp32)
-    calib = calibration_batches(load_dataset("fashion-mnist:train"), FASHION_PREPROCESS, input_name="input",
+    pre = ZOO[key].preprocess  # 3 x 32 x 32, or 1 x 28 x 28 for the grey model
+    calib = calibration_batches(load_dataset("fashion-mnist:train"), pre, input_name="input",
                                 size=CALIB_SIZE, batch_size=32)
     calib_npz = out / f"{key}-calib.npz"
     np.savez(calib_npz, x=np.concatenate([b["input"] for b in calib]))
     test = load_dataset("fashion-mnist:test")
-    x = test.take(np.arange(len(test)), FASHION_PREPROCESS)
+    x = test.take(np.arange(len(test)), pre)
     ref = _logits(fp32, x)
     ref_correct = ref.argmax(1) == test.labels
     rows = []
@@ -164,7 +166,7 @@ def _print(rows: list[dict]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="fashion-resnet18,fashion-resnet50")
+    ap.add_argument("--models", default="fashion-resnet18,fashion-resnet50,fashion-resnet18-gray")
     ap.add_argument("--out", default="runs/fidelity")
     ap.add_argument("--peers-python", default=str(ROOT / ".venv-peers" / "bin" / "python"))
     args = ap.parse_args()
