@@ -168,13 +168,17 @@ def test_foreign_onnx_is_quantized_and_evaluated_given_its_preprocessing(tmp_pat
     assert meta["resdeploy.num_classes"] == "10" and meta["resdeploy.source"] == str(src.resolve())
     assert not any(n.op_type == "BatchNormalization" for n in q.graph.node)
     assert q.graph.input[0].name == "images" and q.graph.input[0].type.tensor_type.shape.dim[0].dim_param
-    # Evaluated against the file as given (named in the metadata), with the same flags for it.
-    r = run_cli("eval", tmp_path / "q.onnx", "--data", "fashion-mnist:test", "--limit", "64", *flags,
+    # Evaluated against the file as given (named in the metadata, preprocessed as written there): no flags.
+    r = run_cli("eval", tmp_path / "q.onnx", "--data", "fashion-mnist:test", "--limit", "64",
                 "--json", tmp_path / "e.json")
     assert r.code == 0, r.err
     report = json.loads((tmp_path / "e.json").read_text())
     assert report["reference"]["artifact"] == str(src.resolve()) and report["results"][0]["n"] == 64
     assert report["results"][0]["agreement_top1"] >= 0.9
+    # The file as given, with the flags: its own reference.
+    r = run_cli("eval", src, "--data", "fashion-mnist:test", "--limit", "16", *flags, "--json", tmp_path / "f.json")
+    assert r.code == 0, r.err
+    assert json.loads((tmp_path / "f.json").read_text())["results"][0]["agreement_top1"] == 1.0
 
 
 def test_foreign_onnx_without_preprocessing_or_of_the_wrong_kind_is_exit_2(foreign_grey: Path, tmp_path: Path,
