@@ -214,3 +214,16 @@ def test_given_preprocessing_must_agree_with_a_models_own(foreign_grey: Path) ->
     with pytest.raises(UsageError, match="carries its own preprocessing"):
         GivenPreprocess(None, (0.4,), None).check(pre, "m.onnx")
     assert GivenPreprocess("28", 0.5, [0.5]).for_input((1, 28, 28), "m.onnx") == pre
+
+
+def test_run_settings_take_height_width(tmp_path: Path, run_cli) -> None:
+    from resdeploy.pipeline import RunConfig, load_config
+
+    (tmp_path / "run.toml").write_text('input-size = [64, 48]\nmean = [0.5]\n')
+    settings = load_config(tmp_path / "run.toml")
+    assert settings == {"input_size": (64, 48), "mean": (0.5,)}
+    assert RunConfig(**settings).model.input_size == (64, 48)
+    (tmp_path / "run.toml").write_text('input-size = "64,48,3"\n')
+    assert_clean_error(run_cli("run", tmp_path / "run.toml", "-o", tmp_path / "o"), 2, "input-size")
+    assert_clean_error(run_cli("export", "resnet18", "--input-size", "64x", "-o", tmp_path / "x.onnx"), 2,
+                       "S or H,W")

@@ -302,9 +302,8 @@ def parse_size(value: Any, what: str = "--input-size") -> int | tuple[int, int]:
     (H,W) or ``[224, 160]``; a square ``(S, S)`` is ``S``."""
     items: Any = value
     if isinstance(value, str):
-        items = [v.strip() for v in value.replace("x", ",").split(",") if v.strip()]
         try:
-            items = [int(v) for v in items]
+            items = [int(v.strip()) for v in value.replace("x", ",").split(",")]
         except ValueError:
             raise UsageError(f"{what} {value!r} is not S or H,W in pixels (e.g. 224 or 224,160)") from None
         if len(items) == 1:

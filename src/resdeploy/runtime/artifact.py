@@ -128,7 +128,7 @@ class Artifact:
             )
         pre = self.preprocess()
         num_classes = self.metadata.get("resdeploy.num_classes")
-        options = {
+        options: dict[str, Any] = {
             "weights": self.metadata.get("resdeploy.weights"),
             "num_classes": int(num_classes) if num_classes else None,
             "input_size": pre.input_size,
