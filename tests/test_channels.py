@@ -227,3 +227,11 @@ def test_run_settings_take_height_width(tmp_path: Path, run_cli) -> None:
     assert_clean_error(run_cli("run", tmp_path / "run.toml", "-o", tmp_path / "o"), 2, "input-size")
     assert_clean_error(run_cli("export", "resnet18", "--input-size", "64x", "-o", tmp_path / "x.onnx"), 2,
                        "S or H,W")
+
+
+def test_fold_bn_folds_what_torchs_exporter_shares_through_identity_nodes(foreign_grey: Path, tmp_path: Path,
+                                                                           run_cli) -> None:
+    r = run_cli("fold-bn", foreign_grey, "-o", tmp_path / "f.onnx")
+    assert r.code == 0, r.err
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "f.onnx")).graph.node}
+    assert "BatchNormalization" not in ops and "Identity" not in ops

@@ -22,7 +22,7 @@ from . import _fold, _verify
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["OPSETS", "AdoptResult", "adopt_fp32", "default_opset"]
+__all__ = ["OPSETS", "AdoptResult", "adopt_fp32", "constants_as_initializers", "default_opset"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def adopt_fp32(model: onnx.ModelProto, path: str | Path, *, seed: int = 0) -> Ad
         log.info("%s: %d training-mode BatchNormalization node(s) set to running statistics", path, reset)
     adopted = onnx.ModelProto()
     adopted.CopyFrom(original)
-    _constants_as_initializers(adopted)
+    constants_as_initializers(adopted)
     folded = _fold.fold_bn_onnx(adopted) if any(n.op_type == "BatchNormalization" for n in adopted.graph.node) else None
     static = _onnx.image_input(adopted)[1][0]
     if static is not None:
@@ -95,7 +95,7 @@ def adopt_fp32(model: onnx.ModelProto, path: str | Path, *, seed: int = 0) -> Ad
                        static is not None, checks)
 
 
-def _constants_as_initializers(model: onnx.ModelProto) -> None:
+def constants_as_initializers(model: onnx.ModelProto) -> None:
     """Weights the way folding reads them: ``Constant`` nodes become initializers, and an
     ``Identity`` of an initializer (torch's exporter shares equal weights that way, e.g. every
     fresh BatchNorm's ones and zeros) is replaced by the initializer itself."""
