@@ -80,3 +80,4 @@ def test_foreign_rectangular_onnx_runs_through_every_stage(rect_run) -> None:
     assert export["source"] == "onnx" and export["bn_folded_onnx"] == export["bn_in_model"] > 0
     assert report["reference"]["artifact"].endswith("rect.onnx")  # its own reference, on ONNX Runtime
     assert not any(v["backend"].startswith("torch") for v in report["variants"])
+    assert "FP32 ONNX (as given) reference" in (out / "report.md").read_text()

@@ -144,9 +144,12 @@ def _markdown(report: dict[str, Any]) -> str:
     cols, rows = summary_rows(report)
     ref = report["reference"]
     lo, hi = ref.get("top1_ci95", (ref["top1"], ref["top1"]))
+    exp = report["model"]["export"]
+    onnx_source = exp.get("source") == "onnx"  # an FP32 ONNX from another tool: itself the reference
     lines = [
         f"# resdeploy report: {report['model']['spec']}", "",
-        f"Validation: {report['data']['val']} ({ref['n']} images). FP32 torch reference: top-1 "
+        f"Validation: {report['data']['val']} ({ref['n']} images). FP32 {'ONNX (as given)' if onnx_source else 'torch'} "
+        "reference: top-1 "
         f"{100 * ref['top1']:.2f} % (95% CI {100 * lo:.2f}-{100 * hi:.2f}), top-5 {100 * ref['top5']:.2f} %. "
         f"Latency: p50 per batch, each artifact timed alone in its own process on {report['env']['cpu']} "
         f"({report['env']['threads']} threads); * marks each artifact's fastest CPU backend.", "",
@@ -160,11 +163,11 @@ def _markdown(report: dict[str, Any]) -> str:
              "reused (inputs unchanged)" if s.get("reused") else s.get("skipped", "")] for s in report["stages"]]),
         "", *_md_gpu(report), *_md_quantization(report),
     ]
-    exp = report["model"]["export"]
     lines += [
-        "", "## Export", "",
+        "", "## Export" if not onnx_source else "## The ONNX taken in", "",
         f"BatchNorm folded: {exp['bn_folded_torch'] + exp['bn_folded_onnx']} of {exp['bn_in_model']}; nodes "
-        f"{exp['nodes_exported']} -> {exp['nodes_final']}; max |error| against torch "
+        f"{exp['nodes_exported']} -> {exp['nodes_final']}; max |error| against "
+        f"{'the file as given' if onnx_source else 'torch'} "
         f"{max(c['max_abs_err'] for c in exp['checks']):.2e}.", "",
         "## TensorRT", "",
         "`sh trtexec.sh` (also in `bundle/`) builds every TensorRT-targeted variant (not the cpu-profile INT8, "
