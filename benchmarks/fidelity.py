@@ -1,7 +1,8 @@
 """INT8 fidelity side by side: resdeploy against NVIDIA ModelOpt, NNCF and ONNX Runtime.
 
 For each model (the demo zoo:fashion-resnet18 and zoo:fashion-resnet50, both trained by the
-project on Fashion-MNIST at 32 px, and ``hard-resnet50``: a ResNet-50 trained briefly with SGD on
+project on Fashion-MNIST at 32 px; zoo:fashion-resnet18-gray, a 1-channel ResNet-18 on native
+1 x 28 x 28 Fashion-MNIST; and ``hard-resnet50``: a ResNet-50 trained briefly with SGD on
 Fashion-MNIST at 32 px by a seeded recipe of this script (HARD_RECIPE; cached under
 $RESDEPLOY_CACHE/zoo, a few minutes on 2 cores), undertrained on purpose: the kind of model on
 which calibration methods part ways), the same FP32 export, the same 512 class-balanced
@@ -17,7 +18,8 @@ ModelOpt does, to decide that placement with numbers.
 
 The peers run in their own venv (``make peers-venv``); without it only resdeploy's rows are made.
 
-    python benchmarks/fidelity.py [--models fashion-resnet18,fashion-resnet50,hard-resnet50] [--out runs/fidelity]
+    python benchmarks/fidelity.py [--models fashion-resnet18,fashion-resnet50,fashion-resnet18-gray,hard-resnet50]
+                                  [--out runs/fidelity]
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from resdeploy.export import export_onnx
 from resdeploy.models import LoadedModel, load_model
 from resdeploy.quantize import QuantizeConfig, _calib, _qdq, quantize
 from resdeploy.stats import paired_drop, wilson_interval
-from resdeploy.zoo import FASHION_PREPROCESS
+from resdeploy.zoo import FASHION_PREPROCESS, ZOO
 
 ROOT = Path(__file__).resolve().parents[1]
 # The hard model: torchvision resnet50(num_classes=10), plain SGD (momentum 0.9, no weight decay,
@@ -160,12 +162,14 @@ def _variants(key: str, fp32: Path, out: Path, calib: list[dict[str, np.ndarray]
 def run_model(key: str, out: Path, peers_python: Path | None) -> list[dict]:
     fp32 = out / f"{key}-fp32.onnx"
     export_onnx(hard_model() if key == "hard-resnet50" else load_model(f"zoo:{key}"), fp32)
-    calib = calibration_batches(load_dataset("fashion-mnist:train"), FASHION_PREPROCESS, input_name="input",
+    # 3 x 32 x 32 (the hard model is trained on the demo's preprocessing), or 1 x 28 x 28 for the grey model
+    pre = ZOO["fashion-resnet18" if key == "hard-resnet50" else key].preprocess
+    calib = calibration_batches(load_dataset("fashion-mnist:train"), pre, input_name="input",
                                 size=CALIB_SIZE, batch_size=32)
     calib_npz = out / f"{key}-calib.npz"
     np.savez(calib_npz, x=np.concatenate([b["input"] for b in calib]))
     test = load_dataset("fashion-mnist:test")
-    x = test.take(np.arange(len(test)), FASHION_PREPROCESS)
+    x = test.take(np.arange(len(test)), pre)
     ref = _logits(fp32, x)
     ref_correct = ref.argmax(1) == test.labels
     rows = []
@@ -219,7 +223,7 @@ def _print(rows: list[dict]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="fashion-resnet18,fashion-resnet50,hard-resnet50")
+    ap.add_argument("--models", default="fashion-resnet18,fashion-resnet50,fashion-resnet18-gray,hard-resnet50")
     ap.add_argument("--out", default="runs/fidelity")
     ap.add_argument("--peers-python", default=str(ROOT / ".venv-peers" / "bin" / "python"))
     args = ap.parse_args()

@@ -107,7 +107,13 @@ def test_models_that_are_not_classifiers_are_named(tmp_path: Path, monkeypatch, 
     sys.modules.pop("odd", None)
 
 
-def test_model_with_one_input_channel_is_named(tmp_path: Path, monkeypatch, run_cli) -> None:
+def test_model_with_one_input_channel_is_read_from_its_first_convolution(tmp_path: Path, monkeypatch, run_cli) -> None:
+    """A grey model (conv1 = Conv2d(1, ...)) exports as N x 1 x H x W with one-value mean/std
+    (ImageNet's averaged, unless --mean/--std say otherwise); a mean of the wrong length is exit 2."""
+    import json
+
+    import onnx
+
     (tmp_path / "grey.py").write_text(
         "import torch, torchvision\n"
         "def build():\n"
@@ -117,7 +123,13 @@ def test_model_with_one_input_channel_is_named(tmp_path: Path, monkeypatch, run_
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     r = run_cli("export", "grey:build", "--input-size", "32", "-o", tmp_path / "x.onnx")
-    assert_clean_error(r, 2, "does not accept an input of shape (2, 3, 32, 32)", "N x 3 x H x W")
+    assert r.code == 0, r.err
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "x.onnx")).metadata_props}
+    assert json.loads(meta["resdeploy.input_size"]) == [1, 32, 32]
+    assert json.loads(meta["resdeploy.mean"]) == [0.449] and json.loads(meta["resdeploy.std"]) == [0.226]
+    r = run_cli("export", "grey:build", "--mean", "0.5,0.5,0.4", "--std", "0.2", "-o", tmp_path / "y.onnx")
+    assert_clean_error(r, 2, "mean has 3 values but the model takes 1 channel")
+    assert not (tmp_path / "y.onnx").exists()
     sys.modules.pop("grey", None)
 
 

@@ -80,7 +80,8 @@ def test_external_data_beside_the_model_is_read(tmp_path: Path) -> None:
     np.testing.assert_array_equal(numpy_helper.to_array(loaded.graph.initializer[0]), expected)
 
 
-@pytest.mark.parametrize("outputs, channels, needle", [(2, 3, "2 outputs"), (1, 1, "takes 1 channels")])
+# (A 1-channel classifier is served now; inputs that are not images: tests/test_channels.py.)
+@pytest.mark.parametrize("outputs, channels, needle", [(2, 3, "2 outputs")])
 def test_onnx_models_that_are_not_classifiers_are_named(tmp_path: Path, run_cli, outputs, channels, needle) -> None:
     path = tmp_path / "m.onnx"
     onnx.save(_classifier(outputs, channels), str(path))

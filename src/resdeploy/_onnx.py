@@ -80,11 +80,8 @@ def load(path: str | os.PathLike[str]) -> onnx.ModelProto:
 
 
 def check_classifier(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
-    """One N x 3 x H x W input and one (N, classes) output, or a one-line error naming what was found."""
-    _, shape = image_input(model)
-    if shape[1] != 3:
-        raise UsageError(f"{path} takes {shape[1]} channels ({_dims(shape)}); resdeploy deploys classifiers of "
-                         "N x 3 x H x W images")
+    """One N x C x H x W float input and one (N, classes) output, or a one-line error naming what was found."""
+    image_input(model, path)
     outputs = list(model.graph.output)
     if len(outputs) != 1:
         raise UsageError(f"{path} has {len(outputs)} outputs ({', '.join(o.name for o in outputs)}); resdeploy deploys "
@@ -171,19 +168,40 @@ def session(
     return ort.InferenceSession(src, opts, providers=providers or ["CPUExecutionProvider"])
 
 
-def image_input(model: onnx.ModelProto) -> tuple[str, tuple[int | None, int, int, int]]:
-    """The one image input: its name and shape (N, C, H, W), N None when the batch is dynamic."""
+_ELEM_NAMES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
+               11: "float64", 16: "bfloat16"}
+
+
+def _describe_input(value: Any) -> str:
+    t = value.type.tensor_type
+    if not value.type.HasField("tensor_type"):
+        return f"{value.name!r} (not a tensor)"
+    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim)
+    shape = "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")" if t.HasField("shape") else "(unknown shape)"
+    return f"{value.name!r} {_ELEM_NAMES.get(t.elem_type, f'type {t.elem_type}')} {shape}"
+
+
+def image_input(model: onnx.ModelProto, path: str | os.PathLike[str] | None = None) -> tuple[str, tuple[int | None, int, int, int]]:
+    """The one image input: its name and shape (N, C, H, W), N None when the batch is dynamic
+    (symbolic). Anything else (several inputs, an input that is not a float32 N x C x H x W
+    tensor with fixed C, H, W) is a one-line error naming what was found."""
+    where = f"{path}" if path is not None else "the model"
     inits = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     if len(inputs) != 1:
-        raise UsageError(f"the model has {len(inputs)} inputs; resdeploy handles single-input image classifiers")
-    dims = inputs[0].type.tensor_type.shape.dim
+        found = ", ".join(_describe_input(i) for i in inputs) or "none"
+        raise UsageError(f"{where} has {len(inputs)} inputs ({found}); resdeploy deploys image classifiers with one "
+                         "N x C x H x W input: export the model with a single image input")
+    value = inputs[0]
+    t = value.type.tensor_type
+    dims = t.shape.dim
     shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
-    if len(shape) != 4 or any(s is None for s in shape[1:]):
-        raise UsageError(f"input {inputs[0].name!r} has shape ({_dims(shape)}), not N x C x H x W with fixed C, H, W; "
-                         "resdeploy deploys image classifiers")
+    if not value.type.HasField("tensor_type") or t.elem_type != 1 or len(shape) != 4 \
+            or any(s is None for s in shape[1:]):
+        raise UsageError(f"{where}'s input is {_describe_input(value)}, not a float32 N x C x H x W image tensor with "
+                         "fixed C, H, W; resdeploy deploys image classifiers (export it at a fixed image size)")
     n, c, h, w = shape
-    return inputs[0].name, (n, int(c or 0), int(h or 0), int(w or 0))
+    return value.name, (n, int(c or 0), int(h or 0), int(w or 0))
 
 
 def precision(model: onnx.ModelProto) -> str:

@@ -87,27 +87,56 @@ def _batches(text: str) -> tuple[int, ...]:
     return values
 
 
+def _input_size(text: str) -> int | tuple[int, int]:
+    from .preprocess import parse_size
+
+    try:
+        return parse_size(text)
+    except UsageError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give S or H,W in pixels, e.g. 224 or 224,160") from None
+
+
+def _add_preprocess_options(p: argparse.ArgumentParser, default: str = "from the model") -> None:
+    p.add_argument("--input-size", type=_input_size, metavar="S|H,W",
+                   help=f"input side S (square) or height,width in pixels (default: {default})")
+    p.add_argument("--mean", help="normalisation mean, one value per channel: R,G,B, or V for grey "
+                                  f"(default: {default}{', ImageNet for builders' if default == 'from the model' else ''})")
+    p.add_argument("--std", help=f"normalisation std, one value per channel (default: {default})")
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="torchvision weights enum name (e.g. IMAGENET1K_V2) or a state_dict .pth path")
     p.add_argument("--num-classes", type=_positive_int, help="classifier width (default: from the weights, else 1000)")
-    p.add_argument("--input-size", type=_positive_int, help="square input side in pixels (default: from the model)")
-    p.add_argument("--mean", help="normalisation mean R,G,B (default: from the model, ImageNet for builders)")
-    p.add_argument("--std", help="normalisation std R,G,B (default: from the model)")
+    _add_preprocess_options(p)
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a MODEL file that is a pickled module (unpickling can run any code in it)")
 
 
+def _given_preprocess(args: argparse.Namespace) -> Any:
+    """--input-size/--mean/--std, for an ONNX from another tool (no resdeploy metadata)."""
+    from .preprocess import GivenPreprocess, parse_channel_values
+
+    return GivenPreprocess(args.input_size, parse_channel_values(args.mean, "mean") if args.mean else None,
+                           parse_channel_values(args.std, "std") if args.std else None)
+
+
+def _given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--input-size/--mean/--std as the library's keyword arguments."""
+    given = _given_preprocess(args)
+    return {"input_size": given.input_size, "mean": given.mean, "std": given.std}
+
+
 def _model_spec(args: argparse.Namespace, spec: str | None = None) -> Any:
     from .models import ModelSpec
-    from .preprocess import parse_triplet
 
+    given = _given_preprocess(args)
     return ModelSpec(
         spec=spec or args.model,
         weights=args.weights,
         num_classes=args.num_classes,
-        input_size=args.input_size,
-        mean=parse_triplet(args.mean, "mean") if args.mean else None,
-        std=parse_triplet(args.std, "std") if args.std else None,
+        input_size=given.input_size,
+        mean=given.mean,
+        std=given.std,
         trust_pickle=args.trust_pickle,
     )
 
@@ -177,7 +206,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     r = quantize_model(args.input, args.output, precision=args.precision, target=args.target, calib=args.calib,
                        calib_size=args.calib_size, calib_method=args.calib_method, seed=args.seed, val=args.val,
                        max_drop=args.max_drop, val_limit=args.val_limit, fp32_remainder=args.fp32_remainder,
-                       progress=_progress_on(args))
+                       progress=_progress_on(args), **_given_options(args))
     what = "FP16 (inputs and outputs FP32)" if r.precision == "fp16" else f"INT8 Q/DQ for {r.target}"
     print(f"quantized {args.input} -> {r.path}: {what}")
     if r.calib:
@@ -280,7 +309,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_writable(args.json)
     report = evaluate(args.artifacts, args.data, reference=args.reference, backend=args.backend, limit=args.limit,
                       eval_batch=args.eval_batch, threads=args.threads, workers=args.workers,
-                      trust_pickle=args.trust_pickle, progress=_progress_on(args))
+                      trust_pickle=args.trust_pickle, progress=_progress_on(args), **_given_options(args))
     ref = report.reference
     lo, hi = ref["top1_ci95"]
     rows = [[f"{_short(ref['artifact'])} (reference)", ref["backend"], "fp32", str(ref["n"]), _pct(ref["top1"]),
@@ -418,6 +447,7 @@ def _add_quantize(sub: Sub) -> None:
     p.add_argument("--max-drop", type=float, metavar="PP", help="largest top-1 drop allowed, in percentage points")
     p.add_argument("--val-limit", type=_positive_int, help="first N validation images only")
     p.add_argument("--fp32-remainder", action="store_true", help="tensorrt target: keep unquantized layers FP32, not FP16")
+    _add_preprocess_options(p, "from the ONNX metadata; required for an ONNX from another tool")
     p.set_defaults(func=cmd_quantize)
 
 
@@ -513,6 +543,7 @@ def _add_eval(sub: Sub) -> None:
     p.add_argument("--workers", type=_positive_int, default=_default(EvalConfig, "workers"),
                    help="image decoding threads (default: one per core)")
     p.add_argument("--trust-pickle", action="store_true", help="allow a reference MODEL file that is a pickled module")
+    _add_preprocess_options(p, "from the ONNX metadata; required for an ONNX from another tool")
     p.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
     p.set_defaults(func=cmd_eval)
 

@@ -6,9 +6,10 @@ that calibration and evaluation share the exact transform of the model
 ``{input_name: ndarray}`` batches (:func:`calibration_batches`), seeded and capped.
 
 ImageFolder trees are read as torchvision's ``ImageFolder`` reads them (same extensions, case
-insensitive; images converted with PIL's ``convert("RGB")``, so greyscale, palette, RGBA, CMYK
-and 16-bit images become RGB as in training; EXIF orientation is left as that loader leaves
-it), except that hidden files and folders (``.DS_Store``, ``._IMG.jpg``, ``.ipynb_checkpoints``)
+insensitive; images converted with PIL's ``convert("RGB")`` for a 3-channel model, so greyscale,
+palette, RGBA, CMYK and 16-bit images become RGB as in training, and with ``convert("L")`` for a
+1-channel model, as ``transforms.Grayscale`` does; EXIF orientation is left as that loader leaves
+it); a model of another channel count is fed from arrays (an ``.npz``), never from images, except that hidden files and folders (``.DS_Store``, ``._IMG.jpg``, ``.ipynb_checkpoints``)
 are skipped. An unreadable, truncated or empty image, or a decompression bomb, is a one-line
 error naming its path.
 """
@@ -87,17 +88,24 @@ class Dataset:
             )
 
     def resized(self, indices: np.ndarray | Sequence[int], preprocess: Preprocess, workers: int = 1) -> np.ndarray:
-        """uint8 (len(indices), 3, S, S): decoded and resized, not yet normalised; image files are
-        decoded by ``workers`` threads (PIL and torch release the GIL)."""
+        """uint8 (len(indices), C, H, W): decoded, converted to the model's channels and resized,
+        not yet normalised; image files are decoded by ``workers`` threads (PIL and torch release the GIL)."""
         idx = np.asarray(indices, dtype=np.int64)
+        if self.images is None and self.files is None:
+            raise DataSpecError(f"{self.name} is already preprocessed; it has no images to resize")
+        if preprocess.channels not in (1, 3):
+            raise DataSpecError(
+                f"the model takes {preprocess.channels} channels and {self.name} holds images; resdeploy converts "
+                f"images to 1 (grey) or 3 (RGB) channels only: give the data as an .npz of preprocessed "
+                f"(N, {preprocess.channels}, H, W) arrays"
+            )
         if self.images is not None:
             return preprocess.resize(self.images[idx])
-        if self.files is None:
-            raise DataSpecError(f"{self.name} is already preprocessed; it has no images to resize")
+        assert self.files is not None
         files = self.files
 
         def one(i: int) -> np.ndarray:
-            return preprocess.resize([read_image(files[i])])[0]
+            return preprocess.resize([read_image(files[i], preprocess.channels)])[0]
 
         if workers <= 1 or len(idx) < 2:
             return np.stack([one(int(i)) for i in idx])
@@ -105,7 +113,7 @@ class Dataset:
             return np.stack(list(pool.map(one, (int(i) for i in idx))))
 
     def take(self, indices: np.ndarray | Sequence[int], preprocess: Preprocess, workers: int = 1) -> np.ndarray:
-        """Preprocessed float32 (len(indices), 3, S, S) for the given indices."""
+        """Preprocessed float32 (len(indices), C, H, W) for the given indices."""
         idx = np.asarray(indices, dtype=np.int64)
         if self.tensors is not None:
             x = self.tensors[idx]
@@ -131,21 +139,26 @@ class Dataset:
             yield self.take(part, preprocess), self.labels[part]
 
 
-def read_image(path: Path) -> np.ndarray:
-    """(3, H, W) uint8 through PIL's ``convert("RGB")``, as torchvision's ``pil_loader``."""
+def read_image(path: Path, channels: int = 3) -> np.ndarray:
+    """(C, H, W) uint8: through PIL's ``convert("RGB")`` for 3 channels, as torchvision's
+    ``pil_loader``, or ``convert("L")`` for 1, as ``transforms.Grayscale`` converts a PIL image."""
     from PIL import Image, UnidentifiedImageError
+
+    if channels not in (1, 3):
+        raise DataSpecError(f"cannot convert image {path} to {channels} channels (only 1, grey, or 3, RGB); give the "
+                            f"data as an .npz of preprocessed (N, {channels}, H, W) arrays")
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 im.load()
-                arr = np.asarray(im.convert("RGB"))
+                arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataSpecError(f"image {path} is too large to decode safely ({exc}); remove or shrink it") from exc
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise DataSpecError(f"cannot read image {path}: {exc}; remove or replace the file") from exc
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    return arr[None].copy() if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
 def check_finite(x: np.ndarray, what: str) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ModelSpecError
-from .preprocess import IMAGENET, Preprocess
+from .preprocess import IMAGENET, Preprocess, parse_size
 
 if TYPE_CHECKING:
     import torch
@@ -102,14 +102,24 @@ class ModelSpec:
     spec: str
     weights: str | None = None
     num_classes: int | None = None
-    input_size: int | None = None
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
+    input_size: int | tuple[int, int] | None = None  # S, or (H, W)
+    mean: tuple[float, ...] | None = None  # one value per channel (or one for all)
+    std: tuple[float, ...] | None = None
     trust_pickle: bool = False
 
     def __post_init__(self) -> None:
         if self.num_classes is not None and self.num_classes <= 0:
             raise ModelSpecError(f"--num-classes must be positive, got {self.num_classes}")
+        if self.input_size is not None:
+            object.__setattr__(self, "input_size", parse_size(self.input_size))
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, (int, float)):
+                    value = (value,)
+                if not value:
+                    raise ModelSpecError(f"--{name} needs at least one value")
+                object.__setattr__(self, name, tuple(float(v) for v in value))
 
     @property
     def parsed(self) -> ParsedSpec:
@@ -134,21 +144,46 @@ class LoadedModel:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _override(pre: Preprocess, spec: ModelSpec) -> Preprocess:
+def _override(pre: Preprocess, spec: ModelSpec, channels: int | None = None) -> Preprocess:
+    """``pre`` with the spec's --input-size/--mean/--std, for a model of ``channels`` channels
+    (default: ``pre``'s)."""
+    channels = channels or pre.channels
     if spec.input_size is None and spec.mean is None and spec.std is None:
-        return pre
-    size = spec.input_size or pre.input_size
+        return pre.with_channels(channels)
+    size = spec.input_size if spec.input_size is not None else pre.input_size
     resize = pre.resize_size
     if spec.input_size is not None:
-        # Keep torchvision's crop ratio for ImageNet-style preprocessing; plain resize otherwise.
-        resize = None if pre.resize_size is None else round(spec.input_size * pre.resize_size / pre.input_size)
+        # Keep torchvision's crop ratio for ImageNet-style preprocessing (resize the shorter side,
+        # then centre-crop H x W: the resize must cover the longer side of the crop); plain resize otherwise.
+        side = max(parse_size_pair(spec.input_size))
+        resize = None if pre.resize_size is None else round(side * pre.resize_size / max(pre.size))
+    base = pre if spec.mean is not None and spec.std is not None else pre.with_channels(channels)
     return Preprocess(
         input_size=size,
-        mean=spec.mean or pre.mean,
-        std=spec.std or pre.std,
+        mean=spec.mean or base.mean,
+        std=spec.std or base.std,
         resize_size=resize,
         interpolation=pre.interpolation,
+        channels=channels,
     )
+
+
+def parse_size_pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def input_channels(module: torch.nn.Module) -> int | None:
+    """The channel count the model reads: the first convolution's ``in_channels`` (from its
+    weight: (out, in / groups, kh, kw)), or None when it has no 4-D weight to read it from."""
+    import torch
+
+    for m in module.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            return int(m.in_channels)
+    for _, p in module.named_parameters():  # TorchScript and torch.export modules: the first 4-D weight
+        if p.ndim == 4:
+            return int(p.shape[1])
+    return None
 
 
 def _state_dict_from_file(path: Path) -> dict[str, Any]:
@@ -232,6 +267,12 @@ def _load_builder(spec: ModelSpec) -> LoadedModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_INIT_SEED)
         module = getattr(torchvision.models, name)(num_classes=num_classes or 1000)
+    stem = state.get("conv1.weight") if state is not None else None
+    if stem is not None and stem.ndim == 4 and int(stem.shape[1]) != module.conv1.in_channels:
+        # A grey (or multi-band) model trained with conv1 = Conv2d(C, 64, 7, 2, 3, bias=False), as users build it.
+        old = module.conv1
+        module.conv1 = torch.nn.Conv2d(int(stem.shape[1]), old.out_channels, old.kernel_size, old.stride,  # type: ignore[arg-type]
+                                       old.padding, bias=False)  # type: ignore[arg-type]
     if state is not None:
         try:
             module.load_state_dict(state, strict=True)
@@ -240,7 +281,8 @@ def _load_builder(spec: ModelSpec) -> LoadedModel:
             first = lines[1].strip() if len(lines) > 1 else str(exc)
             raise ModelSpecError(f"{weights} does not fit {name}: {first[:160]}; check the architecture name") from exc
     desc = f"{name} ({weights or 'random init, seed 0'})"
-    return LoadedModel(module.eval(), _override(IMAGENET, spec), num_classes or 1000, spec, desc)
+    pre = _override(IMAGENET, spec, module.conv1.in_channels)
+    return LoadedModel(module.eval(), pre, num_classes or 1000, spec, desc)
 
 
 def _describe(out: Any) -> str:
@@ -262,7 +304,7 @@ def _forward(module: torch.nn.Module, shape: tuple[int, ...]) -> Any:
 
 def classifier_outputs(module: torch.nn.Module, pre: Preprocess) -> tuple[int, int | None]:
     """(classes, static batch or None), after checking the module is an image classifier: one
-    (N, 3, H, W) input in, one (N, classes) logits tensor out. A module that runs at batch 1 only
+    (N, C, H, W) input in, one (N, classes) logits tensor out. A module that runs at batch 1 only
     (a ``torch.export`` program exported with a static batch) reports its static batch."""
     import torch
 
@@ -277,7 +319,7 @@ def classifier_outputs(module: torch.nn.Module, pre: Preprocess) -> tuple[int, i
             raise ModelSpecError(
                 f"the model does not accept an input of shape {shape} ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); resdeploy deploys classifiers of "
-                "N x 3 x H x W images: check --input-size"
+                "N x C x H x W images: check --input-size and the model's first convolution"
             ) from exc
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != shape[0]:
         raise ModelSpecError(
@@ -380,7 +422,7 @@ def _load_module_file(spec: ModelSpec) -> LoadedModel:
     if not isinstance(module, torch.nn.Module):
         raise ModelSpecError(f"{path} holds a {type(module).__name__}, not a torch.nn.Module")
     module.eval()
-    pre = _override(IMAGENET, spec)
+    pre = _override(IMAGENET, spec, input_channels(module))
     classes, static = classifier_outputs(module, pre)
     extra = {"static_batch": static} if static else {}
     return LoadedModel(module, pre, classes, spec, f"{kind} {path.name}", extra)
@@ -415,7 +457,7 @@ def _load_factory(spec: ModelSpec) -> LoadedModel:
         except RuntimeError as exc:
             raise ModelSpecError(f"{spec.weights} does not fit {spec.spec}: {str(exc).splitlines()[0]}") from exc
     module.eval()
-    pre = _override(IMAGENET, spec)
+    pre = _override(IMAGENET, spec, input_channels(module))
     classes, static = classifier_outputs(module, pre)
     extra = {"static_batch": static} if static else {}
     return LoadedModel(module, pre, classes, spec, f"factory {spec.spec}", extra)

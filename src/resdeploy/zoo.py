@@ -12,6 +12,10 @@ asserts at least 88% (``tests/test_zoo.py``).
 ``fashion-resnet50``: the same data and recipe on torchvision ``resnet50(num_classes=10)``
 (bottleneck blocks, 53 convolutions): the second model of ``benchmarks/fidelity.py``.
 
+``fashion-resnet18-gray``: the same recipe on native Fashion-MNIST, as a user with a grey camera
+trains it: 1 x 28 x 28 input (no resize, the channel not repeated), torchvision
+``resnet18(num_classes=10)`` with ``conv1 = Conv2d(1, 64, 7, 2, 3, bias=False)``.
+
 A cached model is retrained when its recipe changes or its file no longer matches the sha256
 recorded when it was trained (a truncated or replaced cache is never used).
 """
@@ -22,7 +26,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,11 +39,12 @@ from .preprocess import Preprocess
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["FASHION_PREPROCESS", "ZOO", "TrainingRecipe", "ZooEntry", "load_zoo_model", "train", "zoo_path"]
+__all__ = ["FASHION_GRAY_PREPROCESS", "FASHION_PREPROCESS", "ZOO", "TrainingRecipe", "ZooEntry", "load_zoo_model", "train", "zoo_path"]
 
 log = logging.getLogger(__name__)
 
 FASHION_PREPROCESS = Preprocess(input_size=32, mean=(0.2860,) * 3, std=(0.3530,) * 3)
+FASHION_GRAY_PREPROCESS = Preprocess(input_size=28, mean=(0.2860,), std=(0.3530,), channels=1)
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class TrainingRecipe:
     bf16: bool = True
     flip: bool = False
     threads: int | None = None
+    in_channels: int = 3  # 1: conv1 = Conv2d(1, 64, 7, 2, 3, bias=False), fed the grey image as it is
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,9 @@ ZOO = {
     "fashion-resnet18": ZooEntry("torchvision resnet18(num_classes=10), Fashion-MNIST, 3x32x32", TrainingRecipe(), 3),
     "fashion-resnet50": ZooEntry("torchvision resnet50(num_classes=10), Fashion-MNIST, 3x32x32",
                                  TrainingRecipe(arch="resnet50"), 15),
+    "fashion-resnet18-gray": ZooEntry("torchvision resnet18(num_classes=10) with a 1-channel conv1, native "
+                                      "Fashion-MNIST, 1x28x28", TrainingRecipe(in_channels=1), 3,
+                                      preprocess=FASHION_GRAY_PREPROCESS),
 }
 
 
@@ -81,7 +90,6 @@ def zoo_path(name: str) -> Path:
 def load_zoo_model(name: str) -> tuple[torch.nn.Module, Preprocess, int]:
     """The cached model (training it first if needed), its preprocessing and class count."""
     import torch
-    import torchvision
 
     entry = ZOO.get(name)
     if entry is None:
@@ -92,10 +100,21 @@ def load_zoo_model(name: str) -> tuple[torch.nn.Module, Preprocess, int]:
             log.info("zoo:%s is not cached (or its recipe or file changed); training it (about %d minutes on "
                      "2 cores)", name, entry.minutes)
             train(path, entry.recipe, name)
-    model = getattr(torchvision.models, entry.recipe.arch)(num_classes=entry.num_classes)
+    model = _architecture(entry.recipe, entry.num_classes)
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.eval(), entry.preprocess, entry.num_classes
+
+
+def _architecture(recipe: TrainingRecipe, num_classes: int) -> torch.nn.Module:
+    """torchvision's ``recipe.arch``; for a grey recipe its conv1 reads one channel, as users make it."""
+    import torch
+    import torchvision
+
+    model = getattr(torchvision.models, recipe.arch)(num_classes=num_classes)
+    if recipe.in_channels != 3:
+        model.conv1 = torch.nn.Conv2d(recipe.in_channels, 64, 7, 2, 3, bias=False)
+    return model
 
 
 def _cache_is_valid(path: Path, recipe: TrainingRecipe) -> bool:
@@ -106,7 +125,9 @@ def _cache_is_valid(path: Path, recipe: TrainingRecipe) -> bool:
         recorded = json.loads(info.read_text())
     except (OSError, ValueError):
         return False
-    if not isinstance(recorded, dict) or any(recorded.get(k) != v for k, v in asdict(recipe).items()):
+    # A recipe field added later is absent from older records: there it had its default.
+    defaults = asdict(TrainingRecipe())
+    if not isinstance(recorded, dict) or any(recorded.get(k, defaults[k]) != v for k, v in asdict(recipe).items()):
         return False
     if recorded.get("sha256") != _io.sha256_file(path):
         log.warning("cached %s does not match the sha256 recorded when it was trained; retraining", path)
@@ -150,7 +171,7 @@ def _fit(model: torch.nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, recip
         if recipe.flip:
             flip = torch.rand(len(idx), generator=gen) < 0.5
             xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
-        xb = xb.expand(-1, 3, -1, -1).contiguous(memory_format=torch.channels_last)
+        xb = xb.expand(-1, recipe.in_channels, -1, -1).contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
             loss = loss_fn(model(xb), y_all[idx])
         opt.zero_grad(set_to_none=True)
@@ -164,7 +185,6 @@ def _fit(model: torch.nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, recip
 def train(out: Path, recipe: TrainingRecipe = TrainingRecipe(), name: str = "fashion-resnet18") -> dict[str, Any]:
     """Train by the seeded recipe and save the FP32 state_dict and its record atomically."""
     import torch
-    import torchvision
 
     from .data import load_dataset
 
@@ -174,10 +194,12 @@ def train(out: Path, recipe: TrainingRecipe = TrainingRecipe(), name: str = "fas
         torch.set_num_threads(recipe.threads)
     data = load_dataset("fashion-mnist:train")
     assert data.images is not None
-    # Preprocess once (single channel; expanded to 3 per batch to save memory).
-    x_all = torch.from_numpy(FASHION_PREPROCESS.apply(data.images)[:, :1].copy())
+    pre = ZOO[name].preprocess if name in ZOO else FASHION_PREPROCESS
+    # Preprocess once (single channel; expanded to the model's channels per batch to save memory).
+    grey = replace(pre, channels=1, mean=pre.mean[:1], std=pre.std[:1])
+    x_all = torch.from_numpy(grey.apply(data.images))
     y_all = torch.from_numpy(data.labels)
-    model = getattr(torchvision.models, recipe.arch)(num_classes=10).to(memory_format=torch.channels_last)
+    model = _architecture(recipe, 10).to(memory_format=torch.channels_last)
     start = time.perf_counter()
     loss = _fit(model, x_all, y_all, recipe, f"train zoo:{name}")
     seconds = time.perf_counter() - start

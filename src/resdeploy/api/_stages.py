@@ -25,7 +25,7 @@ from ..errors import DataSpecError, ModelSpecError, UsageError
 from ..export import ExportConfig
 from ..measure import BenchConfig, EvalConfig
 from ..models import LoadedModel, ModelSpec
-from ..preprocess import Preprocess
+from ..preprocess import GivenPreprocess, Preprocess
 from ..quantize import QuantizeConfig
 from ..runtime.artifact import Artifact
 from . import _data
@@ -63,19 +63,24 @@ def _param(func: Callable[..., Any], name: str) -> Any:
     return inspect.signature(func).parameters[name].default
 
 
-def _triplet(values: Sequence[float] | None, what: str) -> tuple[float, float, float] | None:
+def _per_channel(values: float | str | Sequence[float] | None, what: str) -> tuple[float, ...] | None:
+    """``mean``/``std``: one value per input channel (or one for all), as numbers or ``"R,G,B"``."""
     if values is None:
         return None
     if isinstance(values, str):
-        from ..preprocess import parse_triplet
+        from ..preprocess import parse_channel_values
 
-        return parse_triplet(values, what)
-    v = [float(x) for x in values]
-    if len(v) == 1:
-        v = v * 3
-    if len(v) != 3:
-        raise UsageError(f"{what} needs 3 values (R,G,B), got {len(v)}")
-    return (v[0], v[1], v[2])
+        return parse_channel_values(values, what)
+    if isinstance(values, (int, float)):
+        return (float(values),)
+    v = tuple(float(x) for x in values)
+    if not v:
+        raise UsageError(f"{what} needs one value per input channel, got none")
+    return v
+
+
+def _given(input_size: int | tuple[int, int] | None, mean: Any, std: Any) -> GivenPreprocess:
+    return GivenPreprocess(input_size, _per_channel(mean, "mean"), _per_channel(std, "std"))
 
 
 @contextlib.contextmanager
@@ -102,8 +107,8 @@ def export_model(
     weights: str | None = None,
     num_classes: int | None = None,
     input_size: int | tuple[int, int] | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
     trust_pickle: bool = False,
     opset: int = default(ExportConfig, "opset"),
     batch: int | None = default(ExportConfig, "batch"),
@@ -125,7 +130,7 @@ def export_model(
     _io.check_writable(output)
     spec = ModelSpec(spec=os.fspath(model) if isinstance(model, (str, os.PathLike)) else "", weights=weights,
                      num_classes=num_classes, input_size=input_size,  # type: ignore[arg-type]
-                     mean=_triplet(mean, "mean"), std=_triplet(std, "std"), trust_pickle=trust_pickle)
+                     mean=_per_channel(mean, "mean"), std=_per_channel(std, "std"), trust_pickle=trust_pickle)
     if spec.spec:
         loaded = models.load_model(spec)
         result = export_onnx(loaded, Path(output), config)
@@ -149,12 +154,16 @@ def fold_bn(input: PathLike, output: PathLike, *, seed: int = 0) -> FoldResult:
     return cast(FoldResult, fold_bn_file(Path(input), Path(output), seed=seed))
 
 
-def _preprocess_of(onnx_path: PathLike) -> Callable[[], Preprocess]:
-    """The model's preprocessing from its metadata, read when first needed (raw uint8 images)."""
+def _preprocess_of(onnx_path: PathLike, given: GivenPreprocess | None = None) -> Callable[[], Preprocess]:
+    """The model's preprocessing from its metadata (or, for an ONNX from another tool, from
+    ``given``), read when first needed (raw uint8 images)."""
 
     @functools.lru_cache(maxsize=1)
     def get() -> Preprocess:
-        pre = Preprocess.from_metadata(_onnx.metadata(_onnx.load(onnx_path)))
+        model = _onnx.load(onnx_path)
+        pre = Preprocess.from_metadata(_onnx.metadata(model))
+        if pre is None and given:
+            pre = given.for_input(_onnx.image_input(model, Path(onnx_path))[1][1:], os.fspath(onnx_path))
         if pre is None:
             raise UsageError(f"{onnx_path} has no resdeploy preprocessing metadata to apply to uint8 images; export it "
                              "with resdeploy.export_model, or give preprocessed float32 images")
@@ -195,6 +204,9 @@ def quantize_model(
     max_drop: float | None = default(QuantizeConfig, "max_drop"),
     val_limit: int | None = default(QuantizeConfig, "val_limit"),
     fp32_remainder: bool = default(QuantizeConfig, "fp32_remainder"),
+    input_size: int | tuple[int, int] | None = None,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
     progress: bool = False,
 ) -> QuantizeResult:
     """Quantize an FP32 ONNX from :func:`export_model` to FP16, or to INT8 Q/DQ for ``target``
@@ -206,6 +218,8 @@ def quantize_model(
     DataLoaders, or iterables of batches: ``calib_size`` images are calibrated on (of a torch
     Dataset a seeded random choice, of a loader the first ones), ``val`` (labelled) is held in
     memory up to ``val_limit``.
+    ``input_size``/``mean``/``std`` say how to preprocess for an ONNX from another tool (one
+    without resdeploy's metadata; they are written into the output's).
     Writes ``output`` and ``OUT.quant.json`` (the result's ``to_dict()``).
     """
     from ..quantize import quantize
@@ -214,12 +228,14 @@ def quantize_model(
                             seed=seed, max_drop=max_drop, val_limit=val_limit, fp32_remainder=fp32_remainder,
                             calib=None if calib is None else "calib",
                             val=None if val is None else "val")  # checks the options before any data is read
-    pre = _preprocess_of(input)
+    given = _given(input_size, mean, std)
+    pre = _preprocess_of(input, given)
     with contextlib.ExitStack() as stack, _progress.enabled(progress):
         calib_spec = None if precision == "fp16" else _stage_data(
             stack, calib, "calib", pre, limit=calib_size, seed=seed, labelled=False, pick=True)
         val_spec = _stage_data(stack, val, "val", pre, limit=val_limit, seed=seed, labelled=True, pick=False)
-        return cast(QuantizeResult, quantize(Path(input), Path(output), replace(config, calib=calib_spec, val=val_spec)))
+        return cast(QuantizeResult, quantize(Path(input), Path(output), replace(config, calib=calib_spec, val=val_spec),
+                                                 input_size=given.input_size, mean=given.mean, std=given.std))
 
 
 def recipe_name(label: str, generation: str) -> str:
@@ -317,11 +333,12 @@ class _ModuleArtifact(Artifact):
         return replace(self.loaded, module=module)
 
 
-def _reference(reference: Any, artifacts: list[Artifact], trust_pickle: bool) -> Artifact | None:
+def _reference(reference: Any, artifacts: list[Artifact], trust_pickle: bool,
+               given: GivenPreprocess | None = None) -> Artifact | None:
     if reference is None:
         return None
     if isinstance(reference, (str, os.PathLike)):
-        return Artifact.resolve(os.fspath(reference), trust_pickle=trust_pickle)
+        return Artifact.resolve(os.fspath(reference), given, trust_pickle=trust_pickle)
     from ..models import classifier_outputs
 
     pre = artifacts[0].preprocess()
@@ -333,11 +350,12 @@ def _reference(reference: Any, artifacts: list[Artifact], trust_pickle: bool) ->
     return art
 
 
-def _artifacts(artifacts: PathLike | Sequence[PathLike], trust_pickle: bool) -> list[Artifact]:
+def _artifacts(artifacts: PathLike | Sequence[PathLike], trust_pickle: bool,
+               given: GivenPreprocess | None = None) -> list[Artifact]:
     items = [artifacts] if isinstance(artifacts, (str, os.PathLike)) else list(artifacts)
     if not items:
         raise UsageError("give at least one ARTIFACT to evaluate")
-    return [Artifact.resolve(os.fspath(a), trust_pickle=trust_pickle) for a in items]
+    return [Artifact.resolve(os.fspath(a), given, trust_pickle=trust_pickle) for a in items]
 
 
 def evaluate(
@@ -351,12 +369,16 @@ def evaluate(
     threads: int | None = default(EvalConfig, "threads"),
     workers: int | None = default(EvalConfig, "workers"),
     trust_pickle: bool = False,
+    input_size: int | tuple[int, int] | None = None,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
     progress: bool = False,
 ) -> EvalReport:
     """Top-1/top-5 (with Wilson 95% intervals) of each artifact (``.onnx``, engine, MODEL spec) on
     labelled ``data``, and its agreement with the FP32 ``reference`` (a MODEL spec, an FP32 ONNX or
     the ``torch.nn.Module`` itself; default: the model named in the first artifact's metadata),
     with the drop's exact McNemar p-value. ``backend`` is one name for all or one per artifact.
+    ``input_size``/``mean``/``std`` say how to preprocess for an ONNX without resdeploy's metadata.
 
     ``data``: a DATA spec, ``(images, labels)`` arrays, a torch Dataset or DataLoader of
     (images, labels), or an iterable of such batches; a streamed source is read once, each batch
@@ -366,8 +388,9 @@ def evaluate(
     from ..measure import evaluate_stream
 
     config = EvalConfig(limit=limit, batch_size=eval_batch, threads=threads, workers=workers)
-    arts = _artifacts(artifacts, trust_pickle)
-    ref = _reference(reference, arts, trust_pickle)
+    given = _given(input_size, mean, std)
+    arts = _artifacts(artifacts, trust_pickle, given)
+    ref = _reference(reference, arts, trust_pickle, given)
     if isinstance(ref, _ModuleArtifact):
         config = replace(config, cache_reference=False)
     found = _data.resolve(data, "data")

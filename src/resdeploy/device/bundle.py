@@ -28,7 +28,7 @@ from .. import __version__, _io, _onnx
 from ..data import balanced_indices, load_dataset
 from ..errors import UsageError
 from ..models import ModelSpec
-from ..preprocess import Preprocess
+from ..preprocess import GivenPreprocess, Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,8 @@ def load_data():
     x = golden["x"]
     if x.dtype == np.uint8:
         x = x.astype(np.float32) / np.float32(255.0)
-        x -= np.asarray(pre["mean"], np.float32).reshape(1, 3, 1, 1)
-        x /= np.asarray(pre["std"], np.float32).reshape(1, 3, 1, 1)
+        x -= np.asarray(pre["mean"], np.float32).reshape(1, -1, 1, 1)
+        x /= np.asarray(pre["std"], np.float32).reshape(1, -1, 1, 1)
     for i in range(0, min(len(x), 32), 8):
         yield {info["model"]["input_name"]: np.ascontiguousarray(x[i:i + 8])}
 '''
@@ -134,9 +134,10 @@ def _expected(onnx_path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def _torch_logits(reference: Any, x: np.ndarray) -> np.ndarray:
+    """The FP32 reference's logits: torch for a MODEL, ONNX Runtime for an ONNX from another tool."""
     from ..runtime.registry import open_session
 
-    with open_session(reference, "torch") as s:
+    with open_session(reference, "torch" if reference.kind == "model" else "ort-cpu") as s:
         return s.logits(x, max_batch=64)
 
 
@@ -164,8 +165,10 @@ class BundleSource:
         out = Path(outdir)
         report, manifest = _read_run(out)
         cfg = manifest["config"]
+        size = cfg.get("input_size")
         spec = ModelSpec(cfg["model"], weights=cfg.get("weights"), num_classes=cfg.get("num_classes"),
-                         input_size=cfg.get("input_size"), mean=tuple(cfg["mean"]) if cfg.get("mean") else None,
+                         input_size=tuple(size) if isinstance(size, list) else size,
+                         mean=tuple(cfg["mean"]) if cfg.get("mean") else None,
                          std=tuple(cfg["std"]) if cfg.get("std") else None, trust_pickle=bool(cfg.get("trust_pickle")))
         return cls.from_report(out, report, spec, cfg["val"])
 
@@ -183,7 +186,8 @@ def write_bundle(source: BundleSource | str | Path, *, images: int = 256, seed: 
     x_raw, labels, idx = _golden(src.val, pre, images, seed)
     x = _inputs(x_raw, pre)
     options = {k: v for k, v in asdict(src.model).items() if k != "spec"}
-    reference = Artifact.resolve(src.model.spec, **options)
+    reference = Artifact.resolve(src.model.spec, GivenPreprocess(src.model.input_size, src.model.mean, src.model.std),
+                                 **options)
     bundle = _io.check_outdir(dest or src.outdir / "bundle")
     expected = {"reference": _torch_logits(reference, x)}
     entries = []
@@ -235,13 +239,13 @@ def _write_arrays(path: Path, **arrays: np.ndarray) -> None:
 def _document(bundle: Path, src: BundleSource, first: Any, pre: Preprocess,
               entries: list[dict[str, Any]], x_raw: np.ndarray, images: int, seed: int) -> dict[str, Any]:
     files = ["golden.npz", "expected.npz", "trtexec.sh", "polygraphy_data.py"]
+    model = _onnx.load(first.path)
     doc: dict[str, Any] = {
         "format": "resdeploy-bundle", "format_version": BUNDLE_FORMAT, "resdeploy_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"spec": src.model.spec, "num_classes": int(first.metadata.get("resdeploy.num_classes", 0)),
-                  "input_name": _onnx.image_input(_onnx.load(first.path))[0], "output_name": "logits",
-                  "preprocess": {"input_size": pre.input_size, "mean": list(pre.mean), "std": list(pre.std),
-                                 "resize_size": pre.resize_size, "interpolation": pre.interpolation}},
+                  "input_name": _onnx.image_input(model)[0], "output_name": model.graph.output[0].name,
+                  "input_shape": list(pre.input_shape), "preprocess": pre.to_dict()},
         "golden": {"file": "golden.npz", "n": len(x_raw), "asked": images, "seed": seed, "data": src.val,
                    "encoding": "uint8 resized, normalised on load" if x_raw.dtype == np.uint8 else "float32"},
         "expected": {"file": "expected.npz", "from": f"onnxruntime {_ort_version()} CPUExecutionProvider",
@@ -268,9 +272,7 @@ class Bundle:
         self.root, self.doc = root, doc
         self.variants = [BundleVariant(v["name"], v["file"], v["sha256"], v["precision"], v["target"],
                                        Tolerance(**v["tolerance"]), v["workstation"]) for v in doc["variants"]]
-        m = doc["model"]["preprocess"]
-        self.preprocess = Preprocess(input_size=m["input_size"], mean=tuple(m["mean"]), std=tuple(m["std"]),
-                                     resize_size=m["resize_size"], interpolation=m["interpolation"])
+        self.preprocess = Preprocess.from_dict(doc["model"]["preprocess"])  # format 1 before channels: 3, square
 
     @classmethod
     def load(cls, path: str | Path) -> Bundle:
@@ -290,9 +292,37 @@ class Bundle:
                              f"{BUNDLE_FORMAT}: use the resdeploy version that wrote it ({doc.get('resdeploy_version')})")
         if doc.get("checksum") != _checksum(doc):
             raise UsageError(f"{doc_path} was edited after it was written (checksum differs); copy the bundle again")
-        bundle = cls(root, doc)
+        try:
+            bundle = cls(root, doc)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(f"{doc_path} is malformed ({type(exc).__name__}: {exc}); copy the bundle again") from exc
+        bundle.check_paths()
         bundle.check_files()
         return bundle
+
+    def named_files(self) -> list[str]:
+        """Every file name bundle.json names: its file table, the variants, the golden and expected arrays."""
+        names = [*self.doc["files"], *(v.file for v in self.variants)]
+        names += [self.doc.get(k, {}).get("file", "") for k in ("golden", "expected") if isinstance(self.doc.get(k), dict)]
+        return [n for n in dict.fromkeys(names) if n != ""]
+
+    def check_paths(self) -> None:
+        """Every file bundle.json names must resolve inside the bundle folder: a relative path
+        without ``..`` that no symbolic link leads out of. Checked before any of them is read: the
+        checksum proves the description was not damaged, not who wrote it."""
+        root = self.root.resolve()
+        for name in self.named_files():
+            if not isinstance(name, str):
+                raise UsageError(f"{self.root / MANIFEST} names a file as {name!r}, not a path; copy the bundle again")
+            rel = Path(name)
+            escapes = rel.is_absolute() or bool(rel.drive) or ".." in rel.parts or "\\" in name  # no Windows paths either
+            if not escapes:
+                escapes = not (root / rel).resolve().is_relative_to(root)
+            if escapes:
+                raise UsageError(
+                    f"{self.root / MANIFEST} names {name!r}, which lies outside the bundle folder; refusing to read it: "
+                    "a bundle holds its files inside its own folder (use the bundle `resdeploy bundle` wrote)"
+                )
 
     def check_files(self) -> None:
         recorded = {**self.doc["files"], **{v.file: v.sha256 for v in self.variants}}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__, _io, _onnx
 from ..errors import ExportError, UsageError
 from ..models import LoadedModel
-from . import _fold, _modules, _verify
+from . import _fold, _foreign, _modules, _verify
 
 if TYPE_CHECKING:
     import onnx
@@ -222,6 +222,7 @@ def fold_bn_file(src: str | Path, output: str | Path, *, seed: int = 0) -> FoldR
     reference_model.CopyFrom(proto)
     reset = _fold.set_inference_mode(reference_model)
     _fold.set_inference_mode(proto)
+    _foreign.constants_as_initializers(proto)  # BN parameters torch's exporter shares through Identity nodes
     result = _fold.fold_bn_onnx(proto)
     if result.folded == 0 and result.remaining == 0:
         log.info("%s holds no BatchNormalization; writing it unchanged", src)

@@ -62,7 +62,8 @@ class InputCache:
         """The artifact's own preprocessing; for already preprocessed data, only its input size matters."""
         tensors = self.dataset.tensors
         if tensors is not None and artifact.kind == "onnx" and Preprocess.from_metadata(artifact.metadata) is None:
-            return Preprocess(input_size=int(tensors.shape[-1]), mean=(0.0,) * 3, std=(1.0,) * 3)
+            c, h, w = (int(d) for d in tensors.shape[1:])
+            return Preprocess(input_size=(h, w), mean=(0.0,), std=(1.0,), channels=c)
         return artifact.preprocess()
 
     def prepare(self, pre: Preprocess) -> None:

@@ -23,6 +23,7 @@ from ..engine import BuildConfig
 from ..errors import UsageError
 from ..measure import BenchConfig, EvalConfig
 from ..models import ModelSpec
+from ..preprocess import parse_size
 from ..quantize import QuantizeConfig
 
 __all__ = ["SETTINGS", "RunConfig", "load_config", "parse_list", "run_config"]
@@ -118,10 +119,10 @@ def _check(s: dict[str, Any]) -> None:
             raise UsageError(f"{name} must be among {', '.join(known)}; got {list(s[name])}")
     if not s["batches"] or any(b < 1 for b in s["batches"]) or max(s["batches"]) > s["max_batch"]:
         raise UsageError(f"batches must be positive and at most max_batch {s['max_batch']}; got {list(s['batches'])}")
-    for name in ("mean", "std"):
-        if s[name] is not None and len(s[name]) != 3:
-            raise UsageError(f"{name} needs 3 values (R,G,B), got {list(s[name])}")
-    for name in ("calib_size", "iters", "max_batch", "val_limit", "num_classes", "input_size"):
+    for name in ("mean", "std"):  # one value per channel (or one for all): the model's channel count decides
+        if s[name] is not None and not s[name]:
+            raise UsageError(f"{name} needs one value per channel (or one for all), got {list(s[name])}")
+    for name in ("calib_size", "iters", "max_batch", "val_limit", "num_classes"):
         if s[name] is not None and s[name] < 1:
             raise UsageError(f"{name.replace('_', '-')} must be at least 1, got {s[name]}")
     if s["warmup"] < 0 or s["max_seconds"] <= 0 or (s["max_drop"] is not None and s["max_drop"] < 0):
@@ -141,6 +142,8 @@ def _expected(name: str) -> tuple[type, type | None]:
 
 
 def _coerce(key: str, name: str, value: Any, source: str) -> Any:
+    if name == "input_size":  # S, "H,W" or [H, W]
+        return parse_size(value, f"{source}{key}")
     kind, item = _expected(name)
     if kind is tuple:
         return parse_list(value, item or str, f"{source}{key}")

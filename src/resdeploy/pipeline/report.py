@@ -144,9 +144,12 @@ def _markdown(report: dict[str, Any]) -> str:
     cols, rows = summary_rows(report)
     ref = report["reference"]
     lo, hi = ref.get("top1_ci95", (ref["top1"], ref["top1"]))
+    exp = report["model"]["export"]
+    onnx_source = exp.get("source") == "onnx"  # an FP32 ONNX from another tool: itself the reference
     lines = [
         f"# resdeploy report: {report['model']['spec']}", "",
-        f"Validation: {report['data']['val']} ({ref['n']} images). FP32 torch reference: top-1 "
+        f"Validation: {report['data']['val']} ({ref['n']} images). FP32 {'ONNX (as given)' if onnx_source else 'torch'} "
+        "reference: top-1 "
         f"{100 * ref['top1']:.2f} % (95% CI {100 * lo:.2f}-{100 * hi:.2f}), top-5 {100 * ref['top5']:.2f} %. "
         f"Latency: p50 per batch, each artifact timed alone in its own process on {report['env']['cpu']} "
         f"({report['env']['threads']} threads); * marks each artifact's fastest CPU backend.", "",
@@ -160,11 +163,11 @@ def _markdown(report: dict[str, Any]) -> str:
              "reused (inputs unchanged)" if s.get("reused") else s.get("skipped", "")] for s in report["stages"]]),
         "", *_md_gpu(report), *_md_quantization(report),
     ]
-    exp = report["model"]["export"]
     lines += [
-        "", "## Export", "",
+        "", "## Export" if not onnx_source else "## The ONNX taken in", "",
         f"BatchNorm folded: {exp['bn_folded_torch'] + exp['bn_folded_onnx']} of {exp['bn_in_model']}; nodes "
-        f"{exp['nodes_exported']} -> {exp['nodes_final']}; max |error| against torch "
+        f"{exp['nodes_exported']} -> {exp['nodes_final']}; max |error| against "
+        f"{'the file as given' if onnx_source else 'torch'} "
         f"{max(c['max_abs_err'] for c in exp['checks']):.2e}.", "",
         "## TensorRT", "",
         "`sh trtexec.sh` (also in `bundle/`) builds every TensorRT-targeted variant (not the cpu-profile INT8, "
@@ -281,12 +284,22 @@ def _triton_models(state: RunState) -> list[Any]:
             rec = load_record(v.path) or {}
             input_name, profile = next(iter(rec["profile"].items()))
             max_batch = profile["max"][0]
+            source = Path(rec.get("source_onnx", {}).get("path", ""))
+            output_name = _output_name(source) if source.suffix == ".onnx" and source.is_file() else "logits"
         else:
             input_name = inspect_onnx(v.path).input_name
+            output_name = _output_name(v.path)
         suffix = "-plan" if art.kind == "plan" else ""
         models.append(TritonModel(
             name=f"{state.slug}-{v.name}{suffix}", artifact=v.path, input_name=input_name,
-            input_dims=pre.input_shape, output_name="logits", num_classes=num_classes, max_batch_size=max_batch,
+            input_dims=pre.input_shape, output_name=output_name, num_classes=num_classes, max_batch_size=max_batch,
             preferred_batches=tuple(b for b in state.config.bench.batches if b <= max_batch),
         ))
     return models
+
+
+def _output_name(onnx_path: Path) -> str:
+    """The logits output's name (``logits`` in resdeploy's exports; whatever another tool called it)."""
+    from .. import _onnx
+
+    return str(_onnx.load(onnx_path).graph.output[0].name)

@@ -22,8 +22,10 @@ from .. import __version__, _io
 from .._tensorrt import RTX_INSTALL_HINT, import_builder, tensorrt_unavailable_reason
 from ..device import BundleSource, environment, write_bundle
 from ..engine import FAMILIES, BuildConfig, inspect_onnx, trtexec_script
+from ..errors import UsageError
 from ..measure import BenchConfig, benchmark_isolated, evaluate
 from ..models import ModelSpec, load_model
+from ..preprocess import GivenPreprocess
 from ..quantize import QuantizeConfig, quantize
 from ..runtime import Artifact, get_backend, usable_backends
 from ._stages import StageStore
@@ -98,11 +100,23 @@ class Runner:
         log.info("stage %s: %s in %.1f s", name, "reused" if reused else "done", self.stages[-1]["seconds"])
         return result
 
+    @property
+    def onnx_source(self) -> bool:
+        """The MODEL is an FP32 ONNX from another tool: taken in, not exported; its own reference."""
+        return is_onnx_spec(self.spec)
+
     def export(self) -> dict[str, Any]:
         from ..export import export_onnx
 
+        if self.onnx_source:
+            return self.stage("export", {"model": self.ident}, partial(adopt_onnx, self.spec, self.fp32), self.fp32)
         return self.stage("export", {"model": self.ident},
                           lambda: export_onnx(load_model(self.spec), self.fp32).to_dict(), self.fp32)
+
+    def reference(self) -> Artifact:
+        """The FP32 reference: the torch model, or the ONNX from another tool as given."""
+        spec = self.spec
+        return Artifact.resolve(spec.spec, GivenPreprocess(spec.input_size, spec.mean, spec.std), **model_options(spec))
 
     def quantize(self) -> dict[str, Any]:
         fp32_sha = _io.sha256_file(self.fp32)
@@ -163,7 +177,7 @@ class Runner:
         items = [(str(v.path), b) for v, b in self.runs()]
 
         def produce() -> dict[str, Any]:
-            reference = Artifact.resolve(self.spec.spec, **model_options(self.spec))
+            reference = self.reference()
             report = evaluate([Artifact.resolve(p) for p, _ in items], self.cfg.val, reference=reference,
                               backend=[b for _, b in items], config=self.cfg.eval)
             return report.to_dict()
@@ -180,7 +194,9 @@ class Runner:
         common = {"config": asdict(bcfg), "cpu": env["cpu"], "versions": env["versions"]}
         latency: dict[tuple[str, str], list[dict[str, Any]]] = {}
         # The torch reference on every backend that runs it here: the CPU, and the GPU where torch sees one.
-        references = [(Variant("torch", "fp32", "cpu", None), b) for b in usable_backends("model")]
+        # (An ONNX from another tool has no torch model: its FP32 variant is the reference's speed.)
+        references = [] if self.onnx_source else [(Variant("torch", "fp32", "cpu", None), b)
+                                                  for b in usable_backends("model")]
         for v, backend in [*references, *self.runs()]:
             text = str(v.path) if v.path else self.spec.spec
             identity = self.hashes[text] if v.path else self.ident
@@ -188,6 +204,45 @@ class Runner:
                 f"bench:{v.name}:{backend}", {**common, "artifact": identity, "backend": backend},
                 partial(_bench, text, backend, bcfg, model_options(self.spec)))
         return latency
+
+
+def is_onnx_spec(spec: ModelSpec) -> bool:
+    return Path(spec.spec).suffix == ".onnx"
+
+
+def adopt_onnx(spec: ModelSpec, fp32: Path) -> dict[str, Any]:
+    """The export stage for an FP32 ONNX from another tool: BatchNormalization folded, batch made
+    symbolic, the preprocessing ``spec`` gives (--input-size/--mean/--std) and the class count
+    written into its metadata, verified against the file as given."""
+    from .. import _onnx
+    from ..export import adopt_fp32
+    from ..preprocess import Preprocess
+
+    t0 = time.perf_counter()
+    model = _onnx.load(spec.spec)
+    nodes = len(model.graph.node)
+    bn = sum(n.op_type == "BatchNormalization" for n in model.graph.node)
+    meta = _onnx.metadata(model)
+    given = GivenPreprocess(spec.input_size, spec.mean, spec.std)
+    pre = Preprocess.from_metadata(meta)
+    if pre is not None:
+        given.check(pre, spec.spec)
+    result = adopt_fp32(model, spec.spec)
+    adopted = result.model
+    pre = pre or given.for_input(_onnx.image_input(adopted)[1][1:], spec.spec)
+    dims = adopted.graph.output[0].type.tensor_type.shape.dim
+    classes = dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else 0
+    if not classes:
+        raise UsageError(f"{spec.spec}'s output {adopted.graph.output[0].name!r} has no fixed class count; export it "
+                         "with a fixed (N, classes) logits output")
+    _onnx.set_metadata(adopted, {**pre.to_metadata(), "resdeploy.num_classes": str(classes),
+                                 "resdeploy.precision": "fp32", "resdeploy.source": str(Path(spec.spec).resolve()),
+                                 "resdeploy.version": __version__})
+    _io.write_bytes(fp32, _onnx.serialize(adopted))
+    return {"path": str(fp32), "nodes_exported": nodes, "nodes_final": len(adopted.graph.node), "bn_in_model": bn,
+            "bn_folded_torch": 0, "bn_folded_onnx": result.bn_folded, "simplified": False,
+            "checks": [c.to_dict() for c in result.checks], "seconds": round(time.perf_counter() - t0, 3),
+            "source": "onnx", "batch_made_dynamic": result.batch_made_dynamic}
 
 
 def _quantize(fp32: Path, path: Path, config: QuantizeConfig) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from .. import __version__, _io, _onnx, _progress
 from ..data import Dataset, calibration_batches, load_dataset
 from ..errors import DataSpecError, QuantizeError, UsageError
 from ..export import _verify
-from ..preprocess import Preprocess
+from ..preprocess import GivenPreprocess, Preprocess
 from ..stats import Z95
 from . import _auto, _calib, _qdq
 
@@ -91,14 +91,34 @@ def report_path(output: str | Path) -> Path:
     return p.with_name(p.stem + ".quant.json")
 
 
-def _load_fp32(src: str | Path) -> tuple[onnx.ModelProto, Preprocess | None]:
+def _load_fp32(src: str | Path, given: GivenPreprocess | None = None) -> tuple[onnx.ModelProto, Preprocess | None]:
+    """The FP32 model and its preprocessing: resdeploy's export as written, or an ONNX from
+    another tool taken in (BatchNormalization folded, batch symbolic) with the preprocessing
+    ``given`` on the command line written into its metadata."""
+    from ..export import adopt_fp32
+
     model = _onnx.load(src)
     if _qdq.is_quantized(model):
         raise UsageError(f"{src} is already quantized (it holds Q/DQ or integer ops); quantize the FP32 export instead")
     if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
         raise UsageError(f"{src} is already FP16; quantize the FP32 export instead")
+    meta = _onnx.metadata(model)
+    pre = Preprocess.from_metadata(meta)
+    given = given or GivenPreprocess()
+    if pre is not None:
+        given.check(pre, str(src))
+    static = _onnx.image_input(model, src)[1][0]
+    if pre is None or (static is not None and "resdeploy.source" not in meta) or any(
+            n.op_type == "BatchNormalization" for n in model.graph.node):
+        model = adopt_fp32(model, src).model
+    if pre is None and given:
+        pre = given.for_input(_onnx.image_input(model)[1][1:], str(src))
+        outputs = model.graph.output[0].type.tensor_type.shape.dim
+        extra = {"resdeploy.num_classes": str(outputs[-1].dim_value)} if outputs and outputs[-1].dim_value else {}
+        _onnx.set_metadata(model, {**pre.to_metadata(), **extra, "resdeploy.precision": "fp32",
+                                   "resdeploy.source": str(Path(src).resolve())})
     _qdq.name_nodes(model)
-    return model, Preprocess.from_metadata(_onnx.metadata(model))
+    return model, pre
 
 
 def _dataset_inputs(dataset: Dataset, pre: Preprocess | None, model: onnx.ModelProto, src: str | Path) -> Preprocess:
@@ -107,10 +127,11 @@ def _dataset_inputs(dataset: Dataset, pre: Preprocess | None, model: onnx.ModelP
     if pre is None:
         if not dataset.preprocessed:
             raise UsageError(
-                f"{src} has no resdeploy preprocessing metadata; export it with `resdeploy export` "
-                "or give already preprocessed data as an .npz"
+                f"{src} has no resdeploy preprocessing metadata; say how to preprocess images for it with "
+                "--mean/--std (and --input-size), export it with `resdeploy export`, or give already preprocessed "
+                "data as an .npz"
             )
-        pre = Preprocess(input_size=shape[-1], mean=(0.0,) * 3, std=(1.0,) * 3)
+        pre = Preprocess(input_size=(shape[1], shape[2]), mean=(0.0,), std=(1.0,), channels=shape[0])
     if dataset.tensors is not None and tuple(dataset.tensors.shape[1:]) != shape:
         raise DataSpecError(
             f"{dataset.name} holds inputs of shape {tuple(dataset.tensors.shape[1:])} but the model takes {shape}; "
@@ -356,11 +377,15 @@ def _layer_report(inp: _Inputs, model: onnx.ModelProto, units: list[_qdq.Unit], 
     report.layers_sample = what.format(n=report.layers_images)
 
 
-def quantize(src: str | Path, output: str | Path, config: QuantizeConfig) -> QuantizeReport:
-    """Quantize ``src`` into ``output`` (and a JSON report beside it); nothing is written on failure."""
+def quantize(src: str | Path, output: str | Path, config: QuantizeConfig, *,
+             input_size: int | tuple[int, int] | None = None, mean: tuple[float, ...] | None = None,
+             std: tuple[float, ...] | None = None) -> QuantizeReport:
+    """Quantize ``src`` into ``output`` (and a JSON report beside it); nothing is written on failure.
+    ``input_size``/``mean``/``std`` say how to preprocess for an ONNX from another tool (one
+    without resdeploy's metadata); they are written into the output's metadata."""
     start = time.perf_counter()
     out = _io.check_writable(output)
-    fp32, pre = _load_fp32(src)
+    fp32, pre = _load_fp32(src, GivenPreprocess(input_size, mean, std))
     inp = _Inputs(src, fp32, pre, _onnx.image_input(fp32)[0])
     report = QuantizeReport(path=str(out), precision=config.precision, target=config.target, seconds=0.0)
     meta = _onnx.metadata(fp32)

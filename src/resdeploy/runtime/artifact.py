@@ -10,7 +10,7 @@ from .. import _onnx
 from ..engine.record import load_record
 from ..errors import UsageError
 from ..models import parse_model_spec
-from ..preprocess import Preprocess
+from ..preprocess import GivenPreprocess, Preprocess
 
 __all__ = ["PLAN_SUFFIXES", "Artifact"]
 
@@ -29,24 +29,37 @@ class Artifact:
     batch: int | None = None  # static batch size, None when dynamic
     model_options: dict[str, Any] = field(default_factory=dict)
     record: dict[str, Any] | None = None  # a plan's build record
+    input_shape: tuple[int, ...] | None = None  # (C, H, W) of an ONNX's or a plan's input
+    given: GivenPreprocess = field(default_factory=GivenPreprocess)  # --input-size/--mean/--std
     _preprocess: Preprocess | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def resolve(cls, text: str, **model_options: Any) -> Artifact:
+    def resolve(cls, text: str, given: GivenPreprocess | None = None, **model_options: Any) -> Artifact:
+        """``given``: how to preprocess for an ONNX (or a plan of one) without resdeploy's
+        metadata; for a MODEL spec, its --input-size/--mean/--std where ``model_options`` has none."""
         p = Path(text)
+        given = given or GivenPreprocess()
         if p.suffix == ".onnx":
             model = _onnx.load(p)  # clear error when missing, corrupt, or reading outside its folder
             _onnx.check_classifier(model, p)
-            batch = _onnx.image_input(model)[1][0]
-            return cls(text, "onnx", p, _onnx.metadata(model), _onnx.precision(model), batch)
+            batch, *chw = _onnx.image_input(model, p)[1]
+            return cls(text, "onnx", p, _onnx.metadata(model), _onnx.precision(model), batch,
+                       input_shape=tuple(chw), given=given)
         if p.suffix in PLAN_SUFFIXES:
             if not p.is_file():
                 raise UsageError(f"{p} not found; check the path or build it with `resdeploy build`")
             record = load_record(p)
             meta = (record or {}).get("onnx_metadata", {})
-            return cls(text, "plan", p, meta, (record or {}).get("precision", "unknown"), None, record=record)
+            profile = next(iter(((record or {}).get("profile") or {}).values()), None)
+            shape = tuple(int(d) for d in profile["opt"][1:]) if profile else None
+            return cls(text, "plan", p, meta, (record or {}).get("precision", "unknown"), None, record=record,
+                       input_shape=shape, given=given)
         parsed = parse_model_spec(text)  # one grammar for every MODEL spec; unknown ones fail here
-        return cls(text, "model", parsed.path, {}, "fp32", None, dict(model_options))
+        options = dict(model_options)
+        for name in ("input_size", "mean", "std"):
+            if options.get(name) is None and getattr(given, name) is not None:
+                options[name] = getattr(given, name)
+        return cls(text, "model", parsed.path, {}, "fp32", None, options)
 
     def batch_range(self) -> tuple[int, int | None]:
         """Smallest and largest batch it runs: a static ONNX's own, a plan's optimisation profile
@@ -70,10 +83,15 @@ class Artifact:
             self._preprocess = self.load_model().preprocess
             return self._preprocess
         pre = Preprocess.from_metadata(self.metadata)
-        if pre is None:
+        if pre is not None:
+            self.given.check(pre, self.text)
+        elif self.given and self.input_shape is not None:
+            pre = self.given.for_input(self.input_shape, self.text)
+        else:
             raise UsageError(
-                f"{self.text} carries no resdeploy preprocessing metadata; export it with `resdeploy export`, "
-                "or evaluate an .npz that is already preprocessed"
+                f"{self.text} carries no resdeploy preprocessing metadata; say how to preprocess for it with "
+                "--mean/--std (and --input-size), export it with `resdeploy export`, or evaluate an .npz that is "
+                "already preprocessed"
             )
         self._preprocess = pre
         return pre
@@ -96,7 +114,13 @@ class Artifact:
             return self
         source = self.metadata.get("resdeploy.source")
         if not source:
+            if self.kind == "onnx" and self.precision == "fp32":
+                return self  # an FP32 ONNX from another tool is its own reference
             raise UsageError(f"{self.text} does not name its source model; pass --reference MODEL or FP32.onnx")
+        if source.endswith(".onnx"):  # an FP32 ONNX from another tool, taken in by quantize or run
+            ref = Artifact.resolve(source)
+            ref._preprocess = self.preprocess()
+            return ref
         if parse_model_spec(source).kind == "factory":
             raise UsageError(
                 f"{self.text} names {source} as its source model; importing it runs code, so say so yourself: "
@@ -104,7 +128,7 @@ class Artifact:
             )
         pre = self.preprocess()
         num_classes = self.metadata.get("resdeploy.num_classes")
-        options = {
+        options: dict[str, Any] = {
             "weights": self.metadata.get("resdeploy.weights"),
             "num_classes": int(num_classes) if num_classes else None,
             "input_size": pre.input_size,
