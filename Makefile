@@ -20,6 +20,13 @@ OLDEST_PYTHON ?= $(shell for p in python3.10 $$(ls -d $$HOME/.pyenv/versions/3.1
 	$$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null && { echo $$p; break; }; done)
 OLDEST_VENV ?= .venv-oldest
 WHEELHOUSE ?= $(HOME)/.cache/resdeploy/wheels-py310
+# The same floors as pip resolves them for a user: every floor pinned but NumPy, which pip picks within
+# pyproject's range (NumPy 2 wherever pyproject allows it). Another Python: make test-resolved
+# RESOLVED_PYTHON=python3.11 (its wheels go to wheels-py311).
+RESOLVED_PYTHON ?= $(OLDEST_PYTHON)
+RESOLVED_VENV ?= .venv-resolved
+RESOLVED_EXTRAS ?= openvino
+RESOLVED_WHEELHOUSE ?= $(HOME)/.cache/resdeploy/wheels-py$(shell $(RESOLVED_PYTHON) -c 'import sys; print("%d%d" % sys.version_info[:2])' 2>/dev/null)
 
 # Peer tools for the benchmarks (NVIDIA ModelOpt without its onnx extra, which pins onnxruntime-gpu;
 # NNCF; ONNX Runtime), in a venv of their own: never in .venv.
@@ -27,7 +34,7 @@ PEERS_VENV ?= .venv-peers
 PEERS := nvidia-modelopt==0.47.0 'onnx~=1.21.0' onnx-graphsurgeon polygraphy 'onnxconverter-common~=1.16.0' \
 	onnxslim ml_dtypes lief cppimport onnxscript 'onnxruntime~=1.24.2' nncf openvino
 
-.PHONY: setup data demo test test-oldest lint bad-inputs typecheck-trt peers-venv clean
+.PHONY: setup data demo test test-oldest test-resolved lint bad-inputs typecheck-trt peers-venv clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,25 +63,46 @@ demo: setup
 test: setup typecheck-trt
 	$(PY) -m pytest -q
 
-$(OLDEST_VENV)/.ready: pyproject.toml tools/oldest_constraints.py | $(PY)
-	@test -n "$(OLDEST_PYTHON)" || { echo "error: no Python 3.10 found; set OLDEST_PYTHON=/path/to/python3.10" >&2; exit 2; }
-	rm -rf $(OLDEST_VENV)
-	$(OLDEST_PYTHON) -m venv $(OLDEST_VENV)
-	$(PY) tools/oldest_constraints.py $(subst $(comma), ,$(EXTRAS)) > $(OLDEST_VENV)/constraints.txt
-	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
-	mkdir -p $(WHEELHOUSE)
-	@ls $(WHEELHOUSE)/torch-2.3.0-*.whl >/dev/null 2>&1 || $(OLDEST_VENV)/bin/python -m pip wheel --quiet \
-		--wheel-dir $(WHEELHOUSE) -c $(OLDEST_VENV)/constraints.txt '.[$(EXTRAS)]'
-	$(OLDEST_VENV)/bin/python -m pip install --quiet --find-links $(WHEELHOUSE) -c $(OLDEST_VENV)/constraints.txt \
-		-e '.[$(EXTRAS)]'
-	$(OLDEST_VENV)/bin/python -c "import sys, torch, numpy, onnx, onnxruntime; print('oldest stack: Python', \
+# $(call floors_venv,VENV,PYTHON,WHEELHOUSE,EXTRAS,CONSTRAINT OPTIONS): VENV made with PYTHON, holding the
+# project with EXTRAS and its dependencies as tools/oldest_constraints.py pins them. pip resolves against
+# the index (as for a user) and downloads into WHEELHOUSE only the wheels it lacks; the venv is then
+# installed from WHEELHOUSE alone.
+define floors_venv
+	@test -n "$(2)" || { echo "error: no Python 3.10 found for $(1); set OLDEST_PYTHON=/path/to/python3.10" >&2; exit 2; }
+	rm -rf $(1)
+	$(2) -m venv $(1)
+	$(PY) tools/oldest_constraints.py $(5) $(subst $(comma), ,$(4)) > $(1)/constraints.txt
+	$(1)/bin/python -m pip install --quiet --upgrade pip
+	mkdir -p $(3)
+	$(1)/bin/python -m pip wheel --quiet --wheel-dir $(3) -c $(1)/constraints.txt setuptools '.[$(4)]'
+	$(1)/bin/python -m pip install --quiet --no-index --find-links $(3) -c $(1)/constraints.txt -e '.[$(4)]'
+	$(1)/bin/python -c "import sys, torch, numpy, onnx, onnxruntime; print('$(1): Python', \
 		sys.version.split()[0], 'torch', torch.__version__, 'numpy', numpy.__version__, 'onnx', onnx.__version__, \
 		'onnxruntime', onnxruntime.__version__)"
+endef
+
+$(OLDEST_VENV)/.ready: pyproject.toml tools/oldest_constraints.py | $(PY)
+	$(call floors_venv,$(OLDEST_VENV),$(OLDEST_PYTHON),$(WHEELHOUSE),$(EXTRAS),)
 	touch $@
 
 # The suite on pyproject's lower bounds (CI runs it after `make test`).
 test-oldest: $(OLDEST_VENV)/.ready data
 	$(OLDEST_VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+$(RESOLVED_VENV)/.ready: pyproject.toml tools/oldest_constraints.py | $(PY)
+	$(call floors_venv,$(RESOLVED_VENV),$(RESOLVED_PYTHON),$(RESOLVED_WHEELHOUSE),$(RESOLVED_EXTRAS),--unpin numpy)
+	touch $@
+
+# The floors with NumPy as pip picks it (CI runs it after test-oldest): export, INT8 quantize, eval on
+# ONNX Runtime and OpenVINO, and the report's plotting import, each of which must exit 0.
+test-resolved: $(RESOLVED_VENV)/.ready data
+	@set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; export RESDEPLOY_CACHE=$$d/cache; \
+	r=$(RESOLVED_VENV)/bin/resdeploy; set -x; \
+	$$r export resnet18 --num-classes 10 --input-size 32 -o $$d/m.onnx; \
+	$$r quantize $$d/m.onnx --precision int8 --calib fashion-mnist:train --calib-size 64 -o $$d/m_int8.onnx; \
+	$$r eval $$d/m.onnx $$d/m_int8.onnx --data fashion-mnist:test --limit 200 --backend ort-cpu; \
+	$$r eval $$d/m.onnx $$d/m_int8.onnx --data fashion-mnist:test --limit 200 --backend ov-cpu; \
+	$(RESOLVED_VENV)/bin/python -c "from resdeploy.pipeline.plots import _pyplot; _pyplot()"
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks tools
@@ -105,4 +133,4 @@ typecheck-trt: $(STUBS_VENV)/.ready
 			--no-incremental --follow-imports=silent --enable-error-code possibly-undefined $$(cat tools/trt_typecheck_targets.txt); fi
 
 clean:
-	rm -rf $(VENV) $(STUBS_VENV) $(OLDEST_VENV) $(PEERS_VENV) runs .pytest_cache .mypy_cache
+	rm -rf $(VENV) $(STUBS_VENV) $(OLDEST_VENV) $(RESOLVED_VENV) $(PEERS_VENV) runs .pytest_cache .mypy_cache

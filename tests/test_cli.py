@@ -27,17 +27,20 @@ def test_usage_error_is_one_line(run_cli) -> None:
 
 def test_a_torch_built_against_numpy_1_is_explained(run_cli, monkeypatch, tmp_path) -> None:
     """NVIDIA's JetPack 6 torch wheels were built against NumPy 1.x; with NumPy 2 installed,
-    torch.from_numpy raises this RuntimeError. The CLI names the mismatch and the fix."""
+    torch.from_numpy raises this RuntimeError. The CLI names torch, the NumPy installed and the fix."""
+    import resdeploy.errors
     import resdeploy.models
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("Numpy is not available")
 
     monkeypatch.setattr(resdeploy.models, "load_model", broken)
+    monkeypatch.setattr(resdeploy.errors, "_numpy_version", lambda: "2.2.6")  # .venv-oldest has 1.26
     r = run_cli("export", "resnet18", "-o", tmp_path / "m.onnx")
     assert r.code == 2, r.err
-    assert r.err.startswith("error: ") and r.err.count("\n") == 1
-    assert "pip install 'numpy<2'" in r.err and "NumPy 1.x" in r.err
+    assert r.err.startswith("error: torch ") and r.err.count("\n") == 1
+    assert "NumPy 1.x" in r.err and "NumPy 2.2.6" in r.err
+    assert ("pip install 'numpy<2'" if sys.version_info < (3, 13) else "pip install --upgrade torch") in r.err
     assert not (tmp_path / "m.onnx").exists()
 
 

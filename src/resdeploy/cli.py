@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .errors import ResdeployError, UsageError, environment_error
+from .errors import ResdeployError, UsageError, environment_error, numpy_abi_guard
 
 log = logging.getLogger("resdeploy")
 
@@ -617,14 +617,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     _progress.enable(not args.quiet)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        with numpy_abi_guard(show=args.debug):  # NumPy's banner about a NumPy 1.x build: one line below instead
+            return func(args)
     except ResdeployError as exc:
         if args.debug:
             if exc.child_traceback:  # the error met in a worker process: its own traceback first
                 sys.stderr.write(f"in the worker process:\n{exc.child_traceback}\n")
             raise
-        sys.stderr.write(f"error: {exc}\n")
-        return exc.exit_code
+        shown = (None if isinstance(exc, UsageError) else environment_error(exc)) or exc  # e.g. an export failed for it
+        sys.stderr.write(f"error: {shown}\n")
+        return shown.exit_code
     except BrokenPipeError:
         # `resdeploy ... | head`: the reader left. As cat does: no message, 128 + SIGPIPE; stdout is
         # pointed at /dev/null so that the interpreter's own flush at exit cannot fail again.

@@ -128,6 +128,8 @@ def _torch_to_onnx(module: Any, input_shape: tuple[int, ...], config: ExportConf
 
 
 def _simplify(model: onnx.ModelProto, *, keep_bn: bool) -> onnx.ModelProto:
+    # ONNX Runtime first: onnxsim that cannot import it runs `pip install onnxruntime` itself, then fails alike.
+    import onnxruntime  # noqa: F401
     import onnxsim
 
     try:

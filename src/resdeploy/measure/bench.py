@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ResdeployError, StageError, UsageError, from_payload, to_payload
+from ..errors import StageError, UsageError, from_payload, numpy_abi_guard, to_payload
 from ..runtime.artifact import Artifact
 from ..runtime.base import BackendOptions, Session, Timing
 from ..runtime.jetson import Sampler
@@ -194,12 +194,13 @@ def worker_main() -> int:
     req = json.loads(sys.stdin.read())
     cfg = req["config"]
     cfg["batches"] = tuple(cfg["batches"])
-    with answer:
+    with answer, numpy_abi_guard():  # what NumPy prints about a NumPy 1.x build names the module in the error
         try:
             artifact = Artifact.resolve(req["artifact"], **req.get("model_options", {}))
             results = benchmark(artifact, req["backend"], BenchConfig(**cfg))
         except Exception as exc:  # noqa: BLE001 - every error goes back to the parent, with its traceback
-            answer.write(json.dumps({"error": to_payload(exc)}))
-            return exc.exit_code if isinstance(exc, ResdeployError) else 1
+            error = to_payload(exc)
+            answer.write(json.dumps({"error": error}))
+            return int(error["exit_code"])
         answer.write(json.dumps({"results": [r.to_dict() for r in results]}))
     return 0

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import _onnx
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, environment_error
 from .artifact import Artifact
 from .base import Backend, BackendOptions, Session, TensorSpec
 from .registry import register_backend
@@ -47,8 +47,13 @@ class OrtBackend(Backend):
     def unavailable_reason(self) -> str | None:
         try:
             import onnxruntime as ort
-        except ImportError:
-            return "onnxruntime is not installed; pip install onnxruntime (or resdeploy[gpu])"
+        except ImportError as exc:
+            known = environment_error(exc)  # installed, but built against NumPy 1.x, say
+            if known is not None:
+                return str(known)
+            if isinstance(exc, ModuleNotFoundError) and exc.name == "onnxruntime":
+                return "onnxruntime is not installed; pip install onnxruntime (or resdeploy[gpu])"
+            return f"onnxruntime fails to import ({exc}); pip install --force-reinstall onnxruntime"
         if self.provider not in ort.get_available_providers():
             return (
                 f"this onnxruntime has no {self.provider}; pip uninstall onnxruntime && "
