@@ -3,7 +3,7 @@
 For each model (the demo zoo:fashion-resnet18 and zoo:fashion-resnet50, both trained by the
 project on Fashion-MNIST at 32 px, and ``hard-resnet50``: a ResNet-50 trained briefly with SGD on
 Fashion-MNIST at 32 px by a seeded recipe of this script (HARD_RECIPE; cached under
-$RESDEPLOY_CACHE/zoo, a few minutes on 2 cores), undertrained on purpose: the kind of model on
+$RESDEPLOY_CACHE/zoo, under a minute of training on 2 cores), undertrained on purpose: the kind of model on
 which calibration methods part ways), the same FP32 export, the same 512 class-balanced
 calibration images and all 10,000 test images: INT8 by resdeploy (tensorrt and cpu profiles,
 ``auto`` and each calibration method), by ModelOpt's ONNX PTQ (max, entropy, and max with an FP32 remainder),
