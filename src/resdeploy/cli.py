@@ -213,7 +213,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         print(f"  calibration: {r.calib['images']} images of {r.calib['data']}, {r.calib['method']}, seed {r.calib['seed']}")
         if "auto" in r.calib and r.calib["auto"].get("scores"):
             a = r.calib["auto"]
-            print(f"  auto chose {a['chosen']} (logit SQNR against FP32 on {a['holdout_images']} held-out calibration "
+            print(f"  auto chose {a['chosen']} (mean per-image logit SQNR against FP32 on {a['holdout_images']} held-out calibration "
                   "images: " + ", ".join(f"{m} {v['logit_sqnr_db']:.1f} dB" for m, v in a["scores"].items()) + ")")
         qdq = ", ".join(f"{k} {v}" for k, v in r.ops.items() if k in ("QuantizeLinear", "DequantizeLinear", "Cast"))
         print(f"  quantizable layers: {r.units}; ops: {qdq}")

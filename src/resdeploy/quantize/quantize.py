@@ -320,7 +320,7 @@ def _quantize_int8(inp: _Inputs, config: QuantizeConfig, report: QuantizeReport)
                 _calib.METHODS, lambda m: builder.build(stats.fit, m, fp16_remainder=False, folded=True, final=False), stats.holdout,
                 np.concatenate(stats.holdout_outputs))
             report.calib["auto"] = {"chosen": method, "per": "model", "holdout_images": stats.holdout_images,
-                                    "scored_by": "logit SQNR against FP32 on the held-out calibration images",
+                                    "scored_by": "mean per-image logit SQNR against FP32 on the held-out calibration images",
                                     "scores": scores}
         else:
             method = "mse"
